@@ -1,0 +1,80 @@
+"""The served dashboard in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser)."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.ui, pytest.mark.model]
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"server at {url} did not answer within {timeout} s")
+
+
+@pytest.fixture(params=["workbench-serve", "panel-serve"])
+def served_dashboard(request, root, default_model):
+    port = free_port()
+    if request.param == "workbench-serve":
+        cmd = [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port), "--address", "127.0.0.1"]
+    else:
+        cmd = [sys.executable, "-m", "panel", "serve", str(root / "widgets" / "dashboard.py"), "--port", str(port),
+               "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "BOKEH_PY_LOG_LEVEL": "warning"})
+    path = "/" if request.param == "workbench-serve" else "/dashboard"
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        _wait_for_http(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _first_token(page) -> str:
+    return page.locator("table.wb-topk tbody tr").first.locator("td").nth(1).inner_text()
+
+
+def test_typing_into_the_overview_changes_the_probability_table(served_dashboard, chromium_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(served_dashboard, timeout=120_000)
+            page.wait_for_selector("table.wb-topk tbody tr", timeout=120_000)
+            assert page.locator("table.wb-topk tbody tr").count() == 10
+            assert _first_token(page) == "␣Paris"
+            assert page.get_by_text("Overview").first.is_visible()
+            box = page.locator("textarea").first
+            box.fill("Once upon a")
+            box.press("End")  # value_input fires on input events
+            # Panel renders into shadow roots; Playwright locators pierce them (document.querySelector does not).
+            first_cell = page.locator("table.wb-topk tbody tr").first.locator("td").nth(1)
+            expect(first_cell).not_to_have_text("␣Paris", timeout=60_000)
+            assert _first_token(page) == "␣time"
+        finally:
+            browser.close()

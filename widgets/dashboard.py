@@ -1,0 +1,51 @@
+"""The Token Workbench dashboard: one Panel app, one tab per lab.
+
+Served by ``workbench serve`` or ``panel serve widgets/dashboard.py``; in a notebook, ``create_app()`` displays it.
+Each lab contributes a ``(title, factory)`` pair to :data:`TABS`; a factory returns a Panel viewable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import panel as pn
+
+from widgets.overview import Overview
+
+TABLE_CSS = """
+table.wb-table { border-collapse: collapse; font-size: 13px; margin: 4px 0 10px 0; }
+table.wb-table th, table.wb-table td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+table.wb-table th { background: #f4f4f4; }
+"""
+
+#: (tab title, factory) for every lab, in display order. Later labs append here.
+TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
+    ("Overview", Overview),
+]
+
+
+def warm_up() -> None:
+    """Do the slow one-time work before the first browser connects: load the model, compile kernels."""
+    from workbench.errors import WorkbenchError
+    from workbench.models import shared_default_model
+
+    try:
+        shared_default_model()
+    except WorkbenchError as exc:  # the dashboard still serves; the Overview tab shows this message
+        print(f"[workbench] warning: {exc}")
+
+
+def create_app() -> pn.viewable.Viewable:
+    """The whole dashboard as a Panel layout (a header and one tab per lab)."""
+    pn.extension(raw_css=[TABLE_CSS])
+    header = pn.pane.Markdown(
+        "# Token Workbench\nTokenizers, MoE routing, speculative decoding and KV caches, computed live on real "
+        "data and a real model (SmolLM2-135M-Instruct).",
+        margin=(0, 10),
+    )
+    tabs = pn.Tabs(*[(title, factory()) for title, factory in TABS], dynamic=True, sizing_mode="stretch_width")
+    return pn.Column(header, tabs, sizing_mode="stretch_width")
+
+
+if __name__.startswith("bokeh"):  # `panel serve widgets/dashboard.py`
+    create_app().servable(title="Token Workbench")

@@ -1,0 +1,36 @@
+"""The project's exception classes.
+
+Every bad input a user can give raises a subclass of :class:`WorkbenchError` whose message says what was wrong
+and what to do about it. Where a built-in category fits, the class also subclasses it (``ValueError``,
+``FileNotFoundError`` ...) so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base class of every error the workbench raises on purpose."""
+
+
+class ModelNotFoundError(WorkbenchError, FileNotFoundError):
+    """A model (the default one or a user-given path) is not installed or not where it was said to be."""
+
+
+class ModelLoadError(WorkbenchError, RuntimeError):
+    """A model file exists but could not be loaded (corrupt, unsupported architecture ...)."""
+
+
+class CorpusError(WorkbenchError, ValueError):
+    """A corpus path or corpus name is wrong, missing or unreadable."""
+
+
+class CorpusNotFoundError(CorpusError, FileNotFoundError):
+    """A corpus path does not exist."""
+
+
+class ConfigurationError(WorkbenchError, ValueError):
+    """An option or parameter has a value the workbench cannot use."""
+
+
+class ServeError(WorkbenchError, RuntimeError):
+    """The dashboard server could not start (port in use, bad address ...)."""
