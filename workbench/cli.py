@@ -3,6 +3,7 @@
     workbench serve [--port 5006] [--address localhost] [--show]   the dashboard
     workbench info [--json]                                         versions, threading, CUDA, model, cache
     workbench prepare                                               convert and cache the default model now
+    workbench bpe train CORPUS... --vocab-size N / bpe encode FILE  byte-level BPE (see cli_bpe.py)
 
 Errors the user can fix (a port in use, a missing model ...) print one clear line and exit with status 2.
 """
@@ -113,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = sub.add_parser("prepare", help="convert and cache the default model now (one time, ~20 s)")
     prepare.set_defaults(func=cmd_prepare)
+
+    from workbench.cli_bpe import add_parser as add_bpe
+
+    add_bpe(sub)
     return parser
 
 

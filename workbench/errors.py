@@ -34,3 +34,15 @@ class ConfigurationError(WorkbenchError, ValueError):
 
 class ServeError(WorkbenchError, RuntimeError):
     """The dashboard server could not start (port in use, bad address ...)."""
+
+
+class TokenizerError(WorkbenchError, ValueError):
+    """A tokenizer was asked something it cannot do (an id out of range, an unknown pretokenizer ...)."""
+
+
+class TokenizerFileError(TokenizerError):
+    """A tokenizer file is missing, corrupt, truncated, or of an unsupported kind."""
+
+
+class TrainingError(WorkbenchError, ValueError):
+    """BPE training was given an input it cannot train on (empty corpus, vocabulary too small ...)."""

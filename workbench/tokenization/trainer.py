@@ -1,0 +1,328 @@
+"""Train byte-level BPE: stream the corpus, count pre-tokenized words, then merge (the same merges as HF tokenizers).
+
+>>> tok = train_bpe(["low lower lowest", "newer newest"], vocab_size=260)
+>>> tok.merges[:2]
+[(b'w', b'e'), (b'l', b'o')]
+
+With the ``"gpt2"`` pre-tokenizer, no special tokens and ``min_frequency=0``, the merge list is identical to that of
+Hugging Face tokenizers' ``BpeTrainer`` with a ``ByteLevel(add_prefix_space=False)`` pre-tokenizer and the full
+256-byte initial alphabet, trained on the same documents (``train_from_iterator``): ties between equally frequent
+pairs go to the pair of smaller ids, in HF's id order (bytes in byte-level-alphabet order, then merges by age).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workbench.data.loaders import list_files
+from workbench.errors import CorpusError, TrainingError, WorkbenchError
+from workbench.tokenization import trainer_kernels as TK
+from workbench.tokenization.bytelevel import BYTE_ORDER, BYTE_RANK
+from workbench.tokenization.hashtables import capacity_for
+from workbench.tokenization.pretokenize import check_pretokenizer, split_bytes
+from workbench.tokenization.tokenizer import Tokenizer
+
+CHUNK_BYTES = 8 << 20
+MERGES_PER_CALL = 256
+
+
+@dataclass
+class TrainingProgress:
+    """What a progress callback receives: ``stage`` is ``"count"`` (bytes read of ``total``, when known) or
+    ``"merge"`` (merges made of ``total``)."""
+
+    stage: str
+    done: int
+    total: int | None
+    seconds: float
+
+
+@dataclass
+class TrainingStats:
+    """Figures of one training run (sizes in bytes, times in seconds)."""
+
+    corpus_bytes: int = 0
+    documents: int = 0
+    pieces: int = 0
+    unique_words: int = 0
+    merges: int = 0
+    seconds_count: float = 0.0
+    seconds_merge: float = 0.0
+    stopped_because: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+# -- reading the corpus -------------------------------------------------------------------------------------------
+def _safe_cut(chunk: bytes) -> int:
+    r"""Largest index i with chunk[i] a space (U+0020) and chunk[i-1] a printable non-space ASCII byte, or 0.
+
+    Every pre-tokenizer here ends a piece there, and the pieces before it look no further than that space (the only
+    lookahead, ``\s+(?!\S)``, ends whitespace runs, and chunk[i-1] is not whitespace), so counting the text before
+    and after separately gives the same pieces as counting it whole. A newline is not such a point: how a run of
+    newlines splits depends on what follows it.
+    """
+    i = len(chunk)
+    while True:
+        i = chunk.rfind(b" ", 1, i)
+        if i < 0:
+            return 0
+        if 0x21 <= chunk[i - 1] <= 0x7E:
+            return i
+
+
+def _documents(corpus) -> Iterator[tuple[str, object]]:
+    """Yield ("bytes", data) for in-memory documents and ("file", path) for files."""
+    if isinstance(corpus, (str, bytes, bytearray, memoryview, os.PathLike)):
+        corpus = [corpus]
+    n = 0
+    for item in corpus:
+        n += 1
+        if isinstance(item, str):
+            yield "bytes", item.encode("utf-8", "surrogatepass")
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            yield "bytes", bytes(item)
+        elif isinstance(item, os.PathLike):
+            for path in list_files(item):
+                yield "file", path
+        else:
+            raise TrainingError(f"Corpus items must be str, bytes or paths; got {type(item).__name__}.")
+    if n == 0:
+        raise TrainingError("The corpus is empty: nothing to train on.")
+
+
+def _file_chunks(path: Path, whole: bool) -> Iterator[bytes]:
+    """A file's bytes in ~8 MB chunks cut where pieces are sure to end (whole file for pretokenizer 'none')."""
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise CorpusError(f"Cannot read corpus file {str(path)!r}: {exc.strerror or exc}.") from exc
+    with handle:
+        if whole:
+            yield handle.read()
+            return
+        carry = b""
+        while True:
+            block = handle.read(CHUNK_BYTES)
+            if not block:
+                break
+            chunk = carry + block
+            cut = _safe_cut(chunk)
+            if cut == 0:
+                carry = chunk  # no safe point yet: keep reading
+                continue
+            yield chunk[:cut]
+            carry = chunk[cut:]
+        if carry:
+            yield carry
+
+
+def _is_path_corpus(corpus) -> bool:
+    return isinstance(corpus, os.PathLike) or (
+        isinstance(corpus, (list, tuple)) and corpus and all(isinstance(c, os.PathLike) for c in corpus))
+
+
+class _WordCounter:
+    """Unique pre-tokenized words and their counts, in growable flat arrays."""
+
+    def __init__(self):
+        self.w_hash = np.zeros(1 << 16, np.uint64)
+        self.w_slot = np.zeros(1 << 16, np.int64)
+        self.w_off = np.zeros(1 << 15, np.int64)
+        self.w_len = np.zeros(1 << 15, np.int64)
+        self.w_count = np.zeros(1 << 15, np.int64)
+        self.arena = np.zeros(1 << 20, np.uint8)
+        self.st = np.zeros(2, np.int64)
+        self.pieces = 0
+
+    def add(self, data: np.ndarray, bounds: np.ndarray) -> None:
+        self.pieces += len(bounds) - 1
+        k = 0
+        while True:
+            k = TK.count_words(data, bounds, k, self.w_hash, self.w_slot, self.w_off, self.w_len, self.w_count,
+                               self.arena, self.st)
+            if k == len(bounds) - 1:
+                return
+            n_words, used = int(self.st[0]), int(self.st[1])
+            if n_words >= len(self.w_off):
+                size = 2 * len(self.w_off)
+                for name in ("w_off", "w_len", "w_count"):
+                    old = getattr(self, name)
+                    new = np.zeros(size, np.int64)
+                    new[:n_words] = old[:n_words]
+                    setattr(self, name, new)
+            if 2 * (n_words + 1) > len(self.w_hash):
+                self.w_hash, self.w_slot = TK.rehash_words(self.w_off, self.w_len, self.arena, n_words,
+                                                           2 * len(self.w_hash))
+            piece = int(bounds[k + 1] - bounds[k])
+            if used + piece > len(self.arena):
+                new = np.zeros(max(2 * len(self.arena), used + piece), np.uint8)
+                new[:used] = self.arena[:used]
+                self.arena = new
+
+    @property
+    def n_words(self) -> int:
+        return int(self.st[0])
+
+
+# -- training -----------------------------------------------------------------------------------------------------
+def train_bpe(
+    corpus,
+    vocab_size: int,
+    *,
+    pretokenizer: str = "gpt2",
+    special_tokens: Iterable[str] = (),
+    min_frequency: int = 0,
+    progress: Callable[[TrainingProgress], None] | None = None,
+    show_progress: bool = False,
+    name: str = "trained",
+) -> Tokenizer:
+    """Train a byte-level BPE tokenizer.
+
+    ``corpus``: a str, bytes, a path (file or folder), or an iterable of these (each str/bytes item is one document;
+    each file is one document, streamed in chunks). ``vocab_size`` counts the 256 byte tokens and the special tokens,
+    as Hugging Face tokenizers counts it. ``min_frequency``: stop when the best pair is rarer. ``progress`` is called
+    with a :class:`TrainingProgress` after each chunk counted and every few hundred merges; ``show_progress`` draws
+    a tqdm bar. Ids: 0-255 the bytes (GPT-2 order), then merges in order, then the special tokens.
+    """
+    pretokenizer = check_pretokenizer(pretokenizer)
+    specials = list(dict.fromkeys(special_tokens))
+    if not isinstance(vocab_size, (int, np.integer)) or isinstance(vocab_size, bool):
+        raise TrainingError(f"vocab_size must be an integer, got {vocab_size!r}.")
+    floor = 256 + len(specials)
+    if vocab_size < floor:
+        raise TrainingError(f"vocab_size={vocab_size} is smaller than the alphabet: 256 byte tokens"
+                            f"{f' + {len(specials)} special tokens' if specials else ''} = {floor}.")
+    if min_frequency < 0:
+        raise TrainingError(f"min_frequency must be >= 0, got {min_frequency}.")
+    stats = TrainingStats()
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=None, unit="B", unit_scale=True, desc="counting words")
+
+    # 1. count words, streaming
+    start = time.perf_counter()
+    counter = _WordCounter()
+    whole = pretokenizer == "none"
+    total_bytes = None
+    if _is_path_corpus(corpus):
+        try:
+            total_bytes = sum(p.stat().st_size for c in ([corpus] if isinstance(corpus, os.PathLike) else corpus)
+                              for p in list_files(c))
+        except WorkbenchError:
+            raise
+        if bar is not None:
+            bar.total = total_bytes
+    for kind, item in _documents(corpus):
+        stats.documents += 1
+        chunks = [item] if kind == "bytes" else _file_chunks(item, whole)
+        for chunk in chunks:
+            if not chunk:
+                continue
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            counter.add(data, split_bytes(data, pretokenizer))
+            stats.corpus_bytes += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+            if progress is not None:
+                progress(TrainingProgress("count", stats.corpus_bytes, total_bytes, time.perf_counter() - start))
+    if bar is not None:
+        bar.close()
+    stats.pieces = counter.pieces
+    stats.unique_words = counter.n_words
+    stats.seconds_count = time.perf_counter() - start
+    if stats.corpus_bytes == 0:
+        raise TrainingError("The corpus is empty: every document has zero bytes.")
+
+    # 2. merge
+    start = time.perf_counter()
+    merges, counts, stopped = _merge(counter, vocab_size - len(specials), min_frequency, progress, show_progress, start)
+    stats.merges = len(merges)
+    stats.seconds_merge = time.perf_counter() - start
+    stats.stopped_because = stopped
+
+    # 3. the tokenizer: ids 0..255 bytes in GPT-2 order, merged tokens, then specials
+    tokens: list[bytes | None] = [bytes([b]) for b in BYTE_ORDER]
+    for a, b, new in merges:
+        if new == len(tokens):
+            tokens.append(tokens[a] + tokens[b])
+    special_map = {}
+    for s in specials:
+        special_map[s] = len(tokens)
+        tokens.append(s.encode("utf-8"))
+    tok = Tokenizer(tokens, merges, pretokenizer=pretokenizer, semantics="merges", special_tokens=special_map,
+                    name=name, merge_counts=counts)
+    tok.training_stats = stats
+    return tok
+
+
+def _merge(counter: _WordCounter, vocab_target: int, min_frequency: int, progress, show_progress: bool, start: float):
+    n_words = counter.n_words
+    w_len = counter.w_len[:n_words].copy()
+    w_start = np.zeros(n_words, np.int64)
+    if n_words:
+        w_start[1:] = np.cumsum(w_len)[:-1]
+    used = int(counter.st[1])
+    # HF ids of the bytes: position in the byte-level alphabet order
+    sym = BYTE_RANK[counter.arena[:used]].astype(np.int32)
+    # words are stored contiguously in first-seen order, so the arena is the concatenation of the words
+    assert n_words == 0 or int(counter.w_off[n_words - 1] + w_len[-1]) == used
+    w_count = counter.w_count[:n_words].copy()
+    (keys, vals, pa, pb, pcount, node_word, node_next,
+     h_count, h_pair, h_pos, st) = TK.init_pairs(sym, w_start, w_len.copy(), w_count)
+    w_len = w_len.copy()
+    st[TK.ST_N_TOKENS] = 256
+    cap_tokens = max(vocab_target, 256) + 1
+    tok_arena = np.zeros(max(1 << 16, 4 * cap_tokens), np.uint8)
+    tok_arena[:256] = np.array(BYTE_ORDER, dtype=np.uint8)
+    tok_off = np.zeros(cap_tokens, np.int64)
+    tok_len = np.zeros(cap_tokens, np.int64)
+    tok_off[:256] = np.arange(256)
+    tok_len[:256] = 1
+    st[TK.ST_ARENA] = 256
+    tcap = capacity_for(cap_tokens)
+    from workbench.tokenization.hashtables import build_bytes_table
+
+    t_hash, t_off, t_len, t_val = build_bytes_table(tok_arena, tok_off[:256].copy(), tok_len[:256].copy(), tcap)
+    n_target = max(vocab_target - 256, 0)
+    m_left = np.zeros(n_target + 16, np.int64)
+    m_right = np.zeros(n_target + 16, np.int64)
+    m_new = np.zeros(n_target + 16, np.int64)
+    m_count = np.zeros(n_target + 16, np.int64)
+    new_head = np.full(len(pa), -1, np.int64)
+    step_mark = np.zeros(len(pa), np.int64)
+    touched = np.zeros(1024, np.int64)
+    w_mark = np.zeros(n_words, np.int64)
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_target, unit="merge", desc="merging")
+    while not st[TK.ST_DONE]:
+        before = int(st[TK.ST_N_MERGES])
+        (keys, vals, pa, pb, pcount, node_word, node_next, h_count, h_pair, h_pos, tok_arena,
+         m_left, m_right, m_new, m_count, new_head, step_mark, touched) = TK.merge_steps(
+            sym, w_start, w_len, w_count, w_mark, keys, vals, pa, pb, pcount, node_word, node_next,
+            h_count, h_pair, h_pos, tok_arena, tok_off, tok_len, t_hash, t_off, t_len, t_val,
+            m_left, m_right, m_new, m_count, new_head, step_mark, touched,
+            st, vocab_target, min_frequency, MERGES_PER_CALL)
+        done = int(st[TK.ST_N_MERGES])
+        if bar is not None:
+            bar.update(done - before)
+        if progress is not None:
+            progress(TrainingProgress("merge", done, n_target, time.perf_counter() - start))
+    if bar is not None:
+        bar.close()
+    n = int(st[TK.ST_N_MERGES])
+    merges = list(zip(m_left[:n].tolist(), m_right[:n].tolist(), m_new[:n].tolist()))
+    stopped = {TK.DONE_VOCAB: "vocab_size reached",
+               TK.DONE_NO_PAIRS: "no pairs left (every word is a single token)",
+               TK.DONE_MIN_FREQUENCY: f"min_frequency={min_frequency} reached"}[int(st[TK.ST_DONE])]
+    return merges, m_count[:n].copy(), stopped
