@@ -144,19 +144,13 @@ def _heap_pop(hp, hpos, hl, hr, size):
 
 
 @njit(cache=True)
-def _bpe_long(sym, n, keys, prio, merged):
-    """BPE on ``sym[:n]`` in place with a lazy min-heap of (priority, position); O(n log n)."""
-    nxt = np.empty(n, np.int64)
-    prv = np.empty(n, np.int64)
-    alive = np.ones(n, np.bool_)
+def _bpe_long(sym, n, keys, prio, merged, nxt, prv, alive, hp, hpos, hl, hr):
+    """BPE on ``sym[:n]`` in place with a lazy min-heap of (priority, position); O(n log n).
+    ``nxt, prv, alive`` (>= n) and ``hp, hpos, hl, hr`` (>= 3n + 4) are work arrays."""
     for i in range(n):
         nxt[i] = i + 1 if i + 1 < n else -1
         prv[i] = i - 1
-    cap = 3 * n + 4
-    hp = np.empty(cap, np.int64)
-    hpos = np.empty(cap, np.int64)
-    hl = np.empty(cap, np.int64)
-    hr = np.empty(cap, np.int64)
+        alive[i] = True
     size = 0
     for i in range(n - 1):
         slot = _lookup(keys, sym[i], sym[i + 1])
@@ -213,9 +207,21 @@ def encode_kernel(data, bounds, byte_tok, keys, prio, merged, shortcut,
     out = np.empty(data.shape[0], np.int32)
     n_out = 0
     n_pieces = bounds.shape[0] - 1
-    buf = np.empty(SHORT_PIECE, np.int64)
+    longest = 0
+    for k in range(n_pieces):
+        longest = max(longest, bounds[k + 1] - bounds[k])
+    buf = np.empty(max(longest, SHORT_PIECE), np.int64)
     p = np.empty(SHORT_PIECE, np.int64)
     m = np.empty(SHORT_PIECE, np.int64)
+    # work arrays of the heap path, allocated once per call
+    w = longest if longest > SHORT_PIECE else 1
+    nxt = np.empty(w, np.int64)
+    prv = np.empty(w, np.int64)
+    alive = np.empty(w, np.bool_)
+    hp = np.empty(3 * w + 4, np.int64)
+    hpos = np.empty(3 * w + 4, np.int64)
+    hl = np.empty(3 * w + 4, np.int64)
+    hr = np.empty(3 * w + 4, np.int64)
     c_cap = c_hash.shape[0]
     for k in range(n_pieces):
         start = bounds[k]
@@ -243,7 +249,7 @@ def encode_kernel(data, bounds, byte_tok, keys, prio, merged, shortcut,
                     out[n_out] = c_toks[t0 + j]
                     n_out += 1
                 continue
-        sym = buf if n <= SHORT_PIECE else np.empty(n, np.int64)
+        sym = buf
         k_sym = 0
         for j in range(n):
             t = byte_tok[data[start + j]]
@@ -253,7 +259,7 @@ def encode_kernel(data, bounds, byte_tok, keys, prio, merged, shortcut,
         if k_sym <= SHORT_PIECE:
             count = _bpe_short(sym, k_sym, keys, prio, merged, p, m)
         else:
-            count = _bpe_long(sym, k_sym, keys, prio, merged)
+            count = _bpe_long(sym, k_sym, keys, prio, merged, nxt, prv, alive, hp, hpos, hl, hr)
         for j in range(count):
             out[n_out + j] = sym[j]
         if cacheable:

@@ -242,13 +242,18 @@ class Tokenizer:
         """Token ids of raw bytes (may be invalid UTF-8; special-token text is ordinary text here)."""
         return self._encode_array(self._as_array(data)).tolist()
 
-    def encode(self, text: str, *, allowed_special: str | Iterable[str] = ()) -> list[int]:
+    def encode(self, text: str, *, allowed_special: str | Iterable[str] = (), max_merges: int | None = None) -> list[int]:
         """Token ids of ``text``. Special-token text is encoded as ordinary text unless listed in ``allowed_special``
-        (or ``allowed_special="all"``)."""
+        (or ``allowed_special="all"``). ``max_merges=k`` encodes with only the first ``k`` merges (merge replay,
+        truncated merge lists)."""
         if not isinstance(text, str):
             raise TokenizerError(f"encode() takes a str, got {type(text).__name__}; use encode_bytes() for bytes.")
         data = _utf8(text)
         allowed = self._allowed(allowed_special)
+        if max_merges is not None:
+            if allowed:
+                raise TokenizerError("max_merges cannot be combined with allowed_special.")
+            return self._encode_array(self._as_array(data), max_merges).tolist()
         if not allowed:
             return self._encode_array(self._as_array(data)).tolist()
         ids: list[int] = []
@@ -262,11 +267,11 @@ class Tokenizer:
         ids.extend(self._encode_array(self._as_array(_utf8(text[last:]))).tolist())
         return ids
 
-    def encode_with_offsets(self, text: str) -> Encoding:
+    def encode_with_offsets(self, text: str, *, max_merges: int | None = None) -> Encoding:
         """Token ids with byte and character spans (special-token text is ordinary text)."""
         data = _utf8(text)
         arr = self._as_array(data)
-        ids = self._encode_array(arr)
+        ids = self._encode_array(arr, max_merges)
         if self.missing_bytes and any(b in data for b in self.missing_bytes):
             starts = self._starts_skipping_missing(data, ids)
         else:
@@ -314,14 +319,39 @@ class Tokenizer:
             raise TokenizerError(f"Expected bytes, got {type(data).__name__}.")
         return np.frombuffer(bytes(data), dtype=np.uint8)
 
-    def _encode_array(self, arr: np.ndarray) -> np.ndarray:
+    def _encode_array(self, arr: np.ndarray, max_merges: int | None = None) -> np.ndarray:
         if arr.shape[0] == 0:
             return np.zeros(0, dtype=np.int32)
         bounds = split_bytes(arr, self.pretokenizer)
-        c = self._cache
-        return K.encode_kernel(arr, bounds, self._byte_tok, self._mt_keys, self._mt_prio, self._mt_merged,
-                               self.semantics == "ranks", self._v_hash, self._v_off, self._v_len, self._v_val,
-                               self._arena, *c)
+        if max_merges is None:
+            keys, prio, merged, shortcut, cache = (self._mt_keys, self._mt_prio, self._mt_merged,
+                                                   self.semantics == "ranks", self._cache)
+        else:
+            keys, prio, merged = self._truncated_table(max_merges)
+            shortcut, cache = False, K.new_piece_cache(1 << 12, 1 << 16)
+        return K.encode_kernel(arr, bounds, self._byte_tok, keys, prio, merged, shortcut, self._v_hash,
+                               self._v_off, self._v_len, self._v_val, self._arena, *cache)
+
+    def _truncated_table(self, max_merges: int):
+        """Merge table of the first ``max_merges`` merges (rank semantics: the first ``max_merges`` merged tokens);
+        the last few are kept so that a slider moving back and forth costs nothing."""
+        if not isinstance(max_merges, (int, np.integer)) or max_merges < 0:
+            raise TokenizerError(f"max_merges must be a non-negative integer, got {max_merges!r}.")
+        memo = self.__dict__.setdefault("_truncated", {})
+        if max_merges not in memo:
+            m = self._merge_array
+            if self.semantics == "merges":
+                rows = m[:max_merges]
+                priority = np.arange(len(rows), dtype=np.int64)
+            else:
+                ranks = np.unique(m[:, 2])
+                cutoff = ranks[max_merges] if max_merges < len(ranks) else np.iinfo(np.int64).max
+                rows = m[m[:, 2] < cutoff]
+                priority = rows[:, 2]
+            if len(memo) >= 8:
+                memo.pop(next(iter(memo)))
+            memo[max_merges] = K.build_merge_table(rows[:, 0], rows[:, 1], priority, rows[:, 2])
+        return memo[max_merges]
 
     # -- decoding -------------------------------------------------------------------------------------------------
     def _check_ids(self, ids) -> np.ndarray:

@@ -181,6 +181,7 @@ def train_bpe(
     progress: Callable[[TrainingProgress], None] | None = None,
     show_progress: bool = False,
     name: str = "trained",
+    initial: Tokenizer | None = None,
 ) -> Tokenizer:
     """Train a byte-level BPE tokenizer.
 
@@ -189,6 +190,10 @@ def train_bpe(
     as Hugging Face tokenizers counts it. ``min_frequency``: stop when the best pair is rarer. ``progress`` is called
     with a :class:`TrainingProgress` after each chunk counted and every few hundred merges; ``show_progress`` draws
     a tqdm bar. Ids: 0-255 the bytes (GPT-2 order), then merges in order, then the special tokens.
+
+    ``initial``: a tokenizer trained here to continue from. Its merges are kept (same ids, same order) and each word of
+    ``corpus`` starts from its encoding under them instead of from bytes; ``pretokenizer`` may differ from the one
+    ``initial`` used, which is how SuperBPE's second stage lifts whitespace pre-tokenization.
     """
     pretokenizer = check_pretokenizer(pretokenizer)
     specials = list(dict.fromkeys(special_tokens))
@@ -243,7 +248,10 @@ def train_bpe(
 
     # 2. merge
     start = time.perf_counter()
-    merges, counts, stopped = _merge(counter, vocab_size - len(specials), min_frequency, progress, show_progress, start)
+    if initial is not None:
+        _check_initial(initial, vocab_size - len(specials))
+    merges, counts, stopped = _merge(counter, vocab_size - len(specials), min_frequency, progress, show_progress,
+                                     start, initial)
     stats.merges = len(merges)
     stats.seconds_merge = time.perf_counter() - start
     stats.stopped_because = stopped
@@ -263,39 +271,79 @@ def train_bpe(
     return tok
 
 
-def _merge(counter: _WordCounter, vocab_target: int, min_frequency: int, progress, show_progress: bool, start: float):
-    n_words = counter.n_words
+def _check_initial(initial: Tokenizer, vocab_target: int) -> None:
+    """``initial`` must have this trainer's id layout: bytes in GPT-2 order, then merged tokens in merge order."""
+    ordinary = initial.n_vocab - len(initial.special_tokens)
+    triples = initial.merge_triples
+    if (initial.semantics != "merges" or any(initial.id_to_token(i) != bytes([b]) for i, b in enumerate(BYTE_ORDER))
+            or len(triples) != ordinary - 256 or not np.array_equal(triples[:, 2], np.arange(256, ordinary))):
+        raise TrainingError("initial= must be a tokenizer trained by train_bpe (bytes in GPT-2 order, then one new "
+                            "token per merge).")
+    if ordinary > vocab_target:
+        raise TrainingError(f"initial= already has {ordinary} tokens, more than the vocab_size asked for.")
+
+
+def _initial_symbols(counter: _WordCounter, n_words: int, used: int, initial: Tokenizer | None):
+    """Symbols of every word (flat) and each word's length in symbols: bytes, or the encoding under ``initial``."""
     w_len = counter.w_len[:n_words].copy()
+    if initial is None:
+        # HF ids of the bytes: position in the byte-level alphabet order
+        return BYTE_RANK[counter.arena[:used]].astype(np.int32), w_len
+    from workbench.tokenization import encoder as K
+
+    word_bounds = np.zeros(n_words + 1, np.int64)
+    word_bounds[1:] = np.cumsum(w_len)
+    ids = K.encode_kernel(counter.arena[:used], word_bounds, initial._byte_tok, initial._mt_keys, initial._mt_prio,
+                          initial._mt_merged, False, initial._v_hash, initial._v_off, initial._v_len,
+                          initial._v_val, initial._arena, *K.new_piece_cache())
+    # tokens never cross word boundaries: count the tokens that end inside each word
+    token_ends = np.cumsum(initial._tok_len[ids])
+    n_tokens = np.searchsorted(token_ends, word_bounds[1:], side="right")
+    return ids.astype(np.int32), np.diff(np.concatenate([[0], n_tokens])).astype(np.int64)
+
+
+def _merge(counter: _WordCounter, vocab_target: int, min_frequency: int, progress, show_progress: bool, start: float,
+           initial: Tokenizer | None = None):
+    n_words = counter.n_words
+    used = int(counter.st[1])
+    # words are stored contiguously in first-seen order, so the arena is the concatenation of the words
+    assert n_words == 0 or int(counter.w_off[n_words - 1] + counter.w_len[n_words - 1]) == used
+    sym, w_len = _initial_symbols(counter, n_words, used, initial)
     w_start = np.zeros(n_words, np.int64)
     if n_words:
         w_start[1:] = np.cumsum(w_len)[:-1]
-    used = int(counter.st[1])
-    # HF ids of the bytes: position in the byte-level alphabet order
-    sym = BYTE_RANK[counter.arena[:used]].astype(np.int32)
-    # words are stored contiguously in first-seen order, so the arena is the concatenation of the words
-    assert n_words == 0 or int(counter.w_off[n_words - 1] + w_len[-1]) == used
     w_count = counter.w_count[:n_words].copy()
     (keys, vals, pa, pb, pcount, node_word, node_next,
      h_count, h_pair, h_pos, st) = TK.init_pairs(sym, w_start, w_len.copy(), w_count)
     w_len = w_len.copy()
-    st[TK.ST_N_TOKENS] = 256
-    cap_tokens = max(vocab_target, 256) + 1
-    tok_arena = np.zeros(max(1 << 16, 4 * cap_tokens), np.uint8)
-    tok_arena[:256] = np.array(BYTE_ORDER, dtype=np.uint8)
+    known = [bytes([b]) for b in BYTE_ORDER] if initial is None else [
+        initial.id_to_token(i) for i in range(initial.n_vocab - len(initial.special_tokens))]
+    n_known = len(known)
+    st[TK.ST_N_TOKENS] = n_known
+    cap_tokens = max(vocab_target, n_known) + 1
+    lengths = np.array([len(t) for t in known], np.int64)
+    tok_arena = np.zeros(max(1 << 16, 4 * cap_tokens, 2 * int(lengths.sum())), np.uint8)
+    tok_arena[: lengths.sum()] = np.frombuffer(b"".join(known), np.uint8)
     tok_off = np.zeros(cap_tokens, np.int64)
     tok_len = np.zeros(cap_tokens, np.int64)
-    tok_off[:256] = np.arange(256)
-    tok_len[:256] = 1
-    st[TK.ST_ARENA] = 256
+    tok_off[1:n_known] = np.cumsum(lengths)[:-1]
+    tok_len[:n_known] = lengths
+    st[TK.ST_ARENA] = lengths.sum()
     tcap = capacity_for(cap_tokens)
     from workbench.tokenization.hashtables import build_bytes_table
 
-    t_hash, t_off, t_len, t_val = build_bytes_table(tok_arena, tok_off[:256].copy(), tok_len[:256].copy(), tcap)
+    t_hash, t_off, t_len, t_val = build_bytes_table(tok_arena, tok_off[:n_known].copy(), tok_len[:n_known].copy(), tcap)
     n_target = max(vocab_target - 256, 0)
     m_left = np.zeros(n_target + 16, np.int64)
     m_right = np.zeros(n_target + 16, np.int64)
     m_new = np.zeros(n_target + 16, np.int64)
     m_count = np.zeros(n_target + 16, np.int64)
+    if initial is not None:  # the initial merges come first, with their recorded counts
+        n_init = len(initial.merge_triples)
+        m_left[:n_init], m_right[:n_init], m_new[:n_init] = initial.merge_triples.T
+        if initial.merge_counts is not None:
+            m_count[:n_init] = initial.merge_counts
+        st[TK.ST_N_MERGES] = n_init
     new_head = np.full(len(pa), -1, np.int64)
     step_mark = np.zeros(len(pa), np.int64)
     touched = np.zeros(1024, np.int64)

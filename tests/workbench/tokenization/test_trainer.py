@@ -139,3 +139,38 @@ def test_vocab_larger_than_the_corpus_allows_stops_cleanly():
     assert tok.training_stats.stopped_because.startswith("no pairs left")
     with pytest.raises(TrainingError):
         train_bpe("abc", -5)
+
+
+def test_continuing_from_a_tokenizer_equals_training_straight_through(prose):
+    text = prose[:120000]
+    straight = train_bpe(text, 1500)
+    first = train_bpe(text, 900)
+    continued = train_bpe(text, 1500, initial=first)
+    assert continued.merges == straight.merges
+    assert np.array_equal(continued.merge_counts, straight.merge_counts)
+
+
+def test_continuing_with_another_pretokenizer_keeps_the_first_merges(prose):
+    first = train_bpe(prose[:60000], 700)
+    second = train_bpe(prose[:60000], 900, initial=first, pretokenizer="none")
+    assert second.merges[:444] == first.merges
+    assert any(b" " in (a + b).strip() for a, b in second.merges[444:])  # tokens now span words
+
+
+def test_initial_must_come_from_the_trainer(prose):
+    from workbench.tokenization import load_tokenizer
+
+    with pytest.raises(TrainingError, match="trained by train_bpe"):
+        train_bpe(prose[:1000], 60000, initial=load_tokenizer("gpt2"))
+    small = train_bpe(prose[:20000], 600)
+    with pytest.raises(TrainingError, match="already has"):
+        train_bpe(prose[:1000], 500, initial=small)
+
+
+def test_truncated_merge_lists_replay_training(prose):
+    tok = train_bpe(prose[:80000], 800)
+    text = prose[100000:102000]
+    lengths = [len(tok.encode(text, max_merges=k)) for k in (0, 50, 200, 544)]
+    assert lengths[0] == len(text.encode())
+    assert lengths == sorted(lengths, reverse=True)
+    assert tok.encode(text, max_merges=544) == tok.encode(text)
