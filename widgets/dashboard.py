@@ -11,6 +11,7 @@ from collections.abc import Callable
 import panel as pn
 
 from widgets.overview import Overview
+from widgets.tokenizers.lab import TokenizersLab
 
 TABLE_CSS = """
 table.wb-table { border-collapse: collapse; font-size: 13px; margin: 4px 0 10px 0; }
@@ -21,11 +22,13 @@ table.wb-table th { background: #f4f4f4; }
 #: (tab title, factory) for every lab, in display order. Later labs append here.
 TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
     ("Overview", Overview),
+    ("Tokenizers", TokenizersLab),
 ]
 
 
 def warm_up() -> None:
     """Do the slow one-time work before the first browser connects: load the model, compile kernels."""
+    from widgets.tokenizers.lab import NAMED, shared_tokenizer
     from workbench.errors import WorkbenchError
     from workbench.models import shared_default_model
 
@@ -33,6 +36,11 @@ def warm_up() -> None:
         shared_default_model()
     except WorkbenchError as exc:  # the dashboard still serves; the Overview tab shows this message
         print(f"[workbench] warning: {exc}")
+    for name in NAMED:  # loads the vocabularies and compiles (or loads from cache) the tokenizer kernels
+        try:
+            shared_tokenizer(name).encode("warm up 123")
+        except WorkbenchError as exc:
+            print(f"[workbench] warning: {exc}")
 
 
 def create_app() -> pn.viewable.Viewable:

@@ -78,3 +78,46 @@ def test_typing_into_the_overview_changes_the_probability_table(served_dashboard
             assert _first_token(page) == "␣time"
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def workbench_server(root):
+    port = free_port()
+    cmd = [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port), "--address", "127.0.0.1"]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_for_http(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_tokenizers_tab_counts_tokens_as_you_type(workbench_server, chromium_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(workbench_server, timeout=120_000)
+            page.get_by_text("Tokenizers", exact=True).first.click()
+            count = page.locator(".wb-count").first
+            expect(count).to_be_visible(timeout=60_000)
+            before = count.inner_text()
+            box = page.locator(".wb-tok-text textarea").first
+            box.fill("Hello world")
+            box.press("End")
+            expect(count).to_have_text("2", timeout=30_000)  # GPT-2: 'Hello', ' world'
+            assert before != "2"
+            box.fill("Hello world, hello tokens")
+            box.press("End")
+            expect(count).to_have_text("5", timeout=30_000)  # Hello, world, ",", hello, tokens
+            page.get_by_text("Merge tree", exact=True).first.click()
+            expect(page.get_by_text("merge #", exact=False).first).to_be_visible(timeout=30_000)
+        finally:
+            browser.close()

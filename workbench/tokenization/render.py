@@ -27,9 +27,9 @@ class TokenGroup:
     byte_span: tuple[int, int]
 
 
-def token_groups(tok, text: str) -> list[TokenGroup]:
+def token_groups(tok, text: str, *, max_merges: int | None = None) -> list[TokenGroup]:
     """Tokens of ``text`` grouped so that every group decodes to whole characters."""
-    enc = tok.encode_with_offsets(text)
+    enc = tok.encode_with_offsets(text, max_merges=max_merges)
     data = text.encode("utf-8", "surrogatepass")
     groups: list[TokenGroup] = []
     pending: list[int] = []

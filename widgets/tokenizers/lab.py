@@ -1,0 +1,146 @@
+"""The dashboard's "Tokenizers" tab: pick or train a tokenizer, paste text, explore boundaries, diff, trees, replay."""
+
+from __future__ import annotations
+
+import threading
+
+import panel as pn
+import param
+
+from widgets.tokenizers.boundaries import TokenBoundaries
+from widgets.tokenizers.diff import TokenDiff
+from widgets.tokenizers.replay import MergeReplay
+from widgets.tokenizers.tree import MergeTree
+from workbench.data import load_corpus, parallel_texts
+from workbench.errors import WorkbenchError
+from workbench.tokenization import PRETOKENIZERS, TrainingProgress, load_tokenizer, train_bpe
+
+NAMED = ("gpt2", "smollm2")
+CORPORA = ("prose_en", "code", "parallel", "stdlib")
+_SHARED: dict = {}  # tokenizers loaded or trained in this process, shared by every session
+_LOCK = threading.Lock()
+
+
+def shared_tokenizer(name: str):
+    """A named tokenizer (gpt2, smollm2) or one trained in this process, loaded once per process."""
+    with _LOCK:
+        if name not in _SHARED:
+            _SHARED[name] = load_tokenizer(name)
+        return _SHARED[name]
+
+
+def default_text() -> str:
+    """A short multilingual sample: the first article of the UDHR in a few scripts, and a line of code."""
+    texts = parallel_texts()
+    parts = [texts[lang][2] for lang in ("en", "ru", "zh", "hi", "ar") if lang in texts]
+    return "\n".join(parts) + "\ndef tokenize(text: str) -> list[int]:\n    return [ord(c) for c in text]  # 2024\n"
+
+
+class TokenizersLab(pn.viewable.Viewer):
+    """The Tokenizers lab. ``tokenizer``/``compare`` name entries of ``available``; ``train()`` adds one."""
+
+    tokenizer = param.Selector(default="gpt2", objects=list(NAMED))
+    compare = param.Selector(default="smollm2", objects=list(NAMED))
+    text = param.String(default="")
+    corpus = param.Selector(default="prose_en", objects=list(CORPORA))
+    vocab_size = param.Integer(default=4000, bounds=(257, 100_000))
+    pretokenizer = param.Selector(default="gpt2", objects=list(PRETOKENIZERS))
+    status = param.String(default="")
+
+    def __init__(self, **params):
+        params.setdefault("text", default_text())
+        super().__init__(**params)
+        names = list(NAMED) + sorted(n for n in _SHARED if n not in NAMED)
+        self.param.tokenizer.objects = names
+        self.param.compare.objects = names
+        self.boundaries = TokenBoundaries(tokenizer=shared_tokenizer(self.tokenizer), text=self.text)
+        self.diff = TokenDiff(tokenizer_a=shared_tokenizer(self.tokenizer), tokenizer_b=shared_tokenizer(self.compare),
+                              text=self.text)
+        self.tree = MergeTree(tokenizer=shared_tokenizer(self.tokenizer))
+        self.replay = MergeReplay(tokenizer=shared_tokenizer(self.tokenizer), text=self.text[:5000])
+        self._build()
+
+    def _build(self) -> None:
+        text_input = pn.widgets.TextAreaInput(value=self.text, height=140, sizing_mode="stretch_width",
+                                              placeholder="Paste or type text", css_classes=["wb-tok-text"])
+        text_input.param.watch(lambda e: setattr(self, "text", e.new or ""), "value_input")
+        text_input.param.watch(lambda e: setattr(self, "text", e.new or ""), "value")
+        self._progress = pn.indicators.Progress(value=0, max=100, width=200, visible=False)
+        train_button = pn.widgets.Button(label="Train", color="primary", width=90)
+        train_button.on_click(lambda _: self.train(blocking=False))
+        trainer = pn.Card(
+            pn.widgets.Select.from_param(self.param.corpus, label="corpus"),
+            pn.widgets.IntInput.from_param(self.param.vocab_size, label="vocabulary size"),
+            pn.widgets.Select.from_param(self.param.pretokenizer, label="pre-tokenizer"),
+            pn.Row(train_button, self._progress),
+            pn.pane.Markdown(self.param.status, sizing_mode="stretch_width"),
+            title="Train a tokenizer", collapsed=False, width=300,
+        )
+        pickers = pn.Column(
+            pn.widgets.Select.from_param(self.param.tokenizer, label="tokenizer"),
+            pn.widgets.Select.from_param(self.param.compare, label="compare with"),
+            width=300,
+        )
+        views = pn.Tabs(("Boundaries", self.boundaries), ("Diff", self.diff), ("Merge tree", self.tree),
+                        ("Replay", self.replay), dynamic=True, sizing_mode="stretch_width")
+        self._layout = pn.Row(pn.Column(pickers, trainer), pn.Column(text_input, views, sizing_mode="stretch_width"),
+                              sizing_mode="stretch_width")
+
+    def __panel__(self):
+        return self._layout
+
+    @param.depends("tokenizer", watch=True)
+    def _tokenizer_changed(self) -> None:
+        tok = shared_tokenizer(self.tokenizer)
+        self.boundaries.tokenizer = tok
+        self.diff.tokenizer_a = tok
+        self.tree.tokenizer = tok
+        self.replay.tokenizer = tok
+
+    @param.depends("compare", watch=True)
+    def _compare_changed(self) -> None:
+        self.diff.tokenizer_b = shared_tokenizer(self.compare)
+
+    @param.depends("text", watch=True)
+    def _text_changed(self) -> None:
+        self.boundaries.text = self.text
+        self.diff.text = self.text
+        self.replay.text = self.text[:5000]
+
+    def train(self, *, blocking: bool = True) -> str | None:
+        """Train on the chosen corpus in the background (``blocking=False``: the button) and select the result."""
+        name = f"trained: {self.corpus} {self.vocab_size} {self.pretokenizer}"
+        corpus, vocab, pre = self.corpus, self.vocab_size, self.pretokenizer
+
+        def on_progress(p: TrainingProgress) -> None:
+            if p.total:
+                share = p.done / p.total
+                self._progress.value = int(100 * (0.5 * share if p.stage == "count" else 0.5 + 0.5 * share))
+            self.status = f"{p.stage}: {p.done:,}{f' / {p.total:,}' if p.total else ''} ({p.seconds:.1f} s)"
+
+        def work() -> str | None:
+            self._progress.visible = True
+            self._progress.value = 0
+            try:
+                tok = train_bpe(list(load_corpus(corpus).paths), vocab, pretokenizer=pre, progress=on_progress,
+                                name=name)
+            except WorkbenchError as exc:
+                self.status = f"⚠ {exc}"
+                return None
+            finally:
+                self._progress.visible = False
+            with _LOCK:
+                _SHARED[name] = tok
+            s = tok.training_stats
+            self.status = (f"trained **{name}** on {s.corpus_bytes / 1e6:.1f} MB in "
+                           f"{s.seconds_count + s.seconds_merge:.1f} s ({s.merges} merges)")
+            names = list(NAMED) + sorted(n for n in _SHARED if n not in NAMED)
+            self.param.tokenizer.objects = names
+            self.param.compare.objects = names
+            self.tokenizer = name
+            return name
+
+        if blocking:
+            return work()
+        threading.Thread(target=work, daemon=True).start()
+        return None
