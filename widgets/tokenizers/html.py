@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import html
 
 from workbench.tokenization.explore import Segmentation, Span, token_label
@@ -36,14 +37,12 @@ def segmentation_html(seg: Segmentation, *, show_whitespace: bool = False, marke
                       css_class: str = "wb-seg") -> str:
     """Coloured spans with a hover title per span (ids, bytes, merge ranks). ``marked``: byte offsets of boundaries
     to highlight; a span is outlined when one of them falls inside it or at its end."""
-    import numpy as np
-
-    cuts = np.array(sorted(marked or ()), dtype=np.int64)
+    cuts = sorted(marked or ())
     out = [f'<div class="{css_class}">']
     for i, span in enumerate(seg.spans):
         colour = PALETTE[i % len(PALETTE)]
         start, end = span.byte_span
-        hit = len(cuts) and np.searchsorted(cuts, end, "right") > np.searchsorted(cuts, start, "right")
+        hit = bool(cuts) and bisect.bisect_right(cuts, end) > bisect.bisect_right(cuts, start)
         cls = "wb-tok wb-diff" if hit else "wb-tok"
         out.append(f'<span class="{cls}" style="background:{colour}" data-ids="{" ".join(map(str, span.ids))}" '
                    f'title="{html.escape(span_title(span))}">{_shown(span.text, show_whitespace)}</span>')

@@ -88,8 +88,7 @@ def segment(tok: Tokenizer, text: str, *, max_merges: int | None = None) -> Segm
     spans = []
     n_tokens = 0
     for group in token_groups(tok, text, max_merges=max_merges):
-        spans.append(Span(group.text, group.ids, group.byte_span, [int(ranks[i]) for i in group.ids],
-                          [tok.id_to_token(i) for i in group.ids]))
+        spans.append(Span(group.text, group.ids, group.byte_span, ranks[group.ids].tolist(), tok.tokens_of(group.ids)))
         n_tokens += len(group.ids)
     return Segmentation(tok.name, text, spans, n_tokens, len(text.encode("utf-8", "surrogatepass")), max_merges)
 

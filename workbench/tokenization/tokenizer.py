@@ -183,6 +183,12 @@ class Tokenizer:
         self._check_ids([token_id])
         return self._tokens[token_id]
 
+    def tokens_of(self, ids: Iterable[int]) -> list[bytes]:
+        """The bytes of each id, for ids this tokenizer produced (no range checks: use :meth:`id_to_token` for
+        untrusted ids)."""
+        tokens = self._tokens
+        return [tokens[i] for i in ids]
+
     def token_to_id(self, token: bytes) -> int | None:
         """Id of an ordinary token given its bytes, or None."""
         for i, t in enumerate(self._tokens):
