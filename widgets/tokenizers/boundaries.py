@@ -11,7 +11,7 @@ from __future__ import annotations
 import panel as pn
 import param
 
-from widgets.tokenizers.html import STYLE, segmentation_html, stats_html
+from widgets.tokenizers.html import segmentation_html, stats_html
 from workbench.tokenization.explore import segment
 
 
@@ -28,7 +28,7 @@ class TokenBoundaries(pn.viewable.Viewer):
         self._stats = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 5))
         self._body = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 5))
         self._toggle = pn.widgets.Checkbox.from_param(self.param.show_whitespace, label="show whitespace")
-        self._layout = pn.Column(pn.pane.HTML(STYLE, height=0, margin=0), pn.Row(self._toggle, self._stats),
+        self._layout = pn.Column(pn.Row(self._toggle, self._stats),
                                  self._body, sizing_mode="stretch_width")
         self._render()
 

@@ -7,7 +7,7 @@ import html
 import panel as pn
 import param
 
-from widgets.tokenizers.html import STYLE, segmentation_html, stats_html
+from widgets.tokenizers.html import segmentation_html, stats_html
 from workbench.tokenization.explore import boundary_diff
 
 
@@ -25,7 +25,7 @@ class TokenDiff(pn.viewable.Viewer):
         self._summary = pn.pane.HTML("", sizing_mode="stretch_width")
         self._a = pn.pane.HTML("", sizing_mode="stretch_width")
         self._b = pn.pane.HTML("", sizing_mode="stretch_width")
-        self._layout = pn.Column(pn.pane.HTML(STYLE, height=0, margin=0), self._summary, self._a, self._b,
+        self._layout = pn.Column(self._summary, self._a, self._b,
                                  sizing_mode="stretch_width")
         self._render()
 

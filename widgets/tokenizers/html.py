@@ -1,4 +1,6 @@
-"""HTML rendering of segmentations (shared by the boundary, diff and replay views)."""
+"""HTML rendering of segmentations (shared by the boundary, diff and replay views).
+
+Panel renders every pane in its own shadow root, so each fragment carries the style sheet it needs."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def segmentation_html(seg: Segmentation, *, show_whitespace: bool = False, marke
     """Coloured spans with a hover title per span (ids, bytes, merge ranks). ``marked``: byte offsets of boundaries
     to highlight; a span is outlined when one of them falls inside it or at its end."""
     cuts = sorted(marked or ())
-    out = [f'<div class="{css_class}">']
+    out = [STYLE, f'<div class="{css_class}">']
     for i, span in enumerate(seg.spans):
         colour = PALETTE[i % len(PALETTE)]
         start, end = span.byte_span
@@ -51,5 +53,5 @@ def segmentation_html(seg: Segmentation, *, show_whitespace: bool = False, marke
 
 
 def stats_html(seg: Segmentation, css_class: str = "wb-stats") -> str:
-    return (f'<div class="{css_class}"><b class="wb-count">{seg.n_tokens}</b> tokens · {seg.n_bytes} bytes · '
+    return (f'{STYLE}<div class="{css_class}"><b class="wb-count">{seg.n_tokens}</b> tokens · {seg.n_bytes} bytes · '
             f"{seg.bytes_per_token:.2f} bytes/token · {html.escape(seg.tokenizer_name)}</div>")

@@ -10,7 +10,7 @@ import param
 from bokeh.models import ColumnDataSource, Span
 from bokeh.plotting import figure
 
-from widgets.tokenizers.html import STYLE, segmentation_html, stats_html
+from widgets.tokenizers.html import segmentation_html, stats_html
 from workbench.tokenization.explore import replay, token_label
 
 
@@ -42,7 +42,7 @@ class MergeReplay(pn.viewable.Viewer):
         self._merge = pn.pane.HTML("", sizing_mode="stretch_width")
         self._stats = pn.pane.HTML("", sizing_mode="stretch_width")
         self._body = pn.pane.HTML("", sizing_mode="stretch_width")
-        self._layout = pn.Column(pn.pane.HTML(STYLE, height=0, margin=0), self._slider, self._merge, self._stats,
+        self._layout = pn.Column(self._slider, self._merge, self._stats,
                                  self._body, self._plot, sizing_mode="stretch_width")
         self._new_tokenizer()
 
