@@ -105,3 +105,23 @@ def test_lab_trains_and_switches_tokenizers():
     assert "trained" in lab.status
     lab.compare = "gpt2"
     assert lab.diff.tokenizer_b.name == "gpt2"
+
+
+def test_metric_charts_render_core_results(prose):
+    from widgets.tokenizers.charts import CompressionCurveView, MixtureView, ParityBars
+    from workbench.tokenization.compare import compression_curve
+
+    curve = compression_curve({"BPE": train_bpe}, prose[:100000], prose[150000:160000], [300, 600, 1200])
+    view = CompressionCurveView(curve=curve)
+    assert view.source.data["ys"][0] == curve.bytes_per_token["BPE"]
+    assert curve.bytes_per_token["BPE"] == sorted(curve.bytes_per_token["BPE"])  # more merges, more bytes/token
+    assert len(view.points.data["x"]) == 3
+    rows = [{"tokenizer": t, "language": lang, "premium": p} for t, lang, p in
+            [("gpt2", "en", 1.0), ("gpt2", "ru", 3.1), ("smollm2", "en", 1.0), ("smollm2", "ru", 2.2)]]
+    bars = ParityBars(rows=rows)
+    assert bars.source.data["x"] == [("en", "gpt2"), ("en", "smollm2"), ("ru", "gpt2"), ("ru", "smollm2")]
+    assert bars.source.data["value"] == [1.0, 1.0, 3.1, 2.2]
+    mix = MixtureView(estimate={"prose": 0.6, "code": 0.4}, truth={"prose": 0.58, "code": 0.42})
+    assert mix.source.data["share"] == [0.6, 0.58, 0.4, 0.42]
+    mix.truth = None
+    assert mix.source.data["kind"] == ["inferred", "inferred"]
