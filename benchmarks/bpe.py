@@ -1,6 +1,7 @@
 """BPE training and encoding, side by side with the anchors, in one run.
 
 Training: ours (`train_bpe`) vs Hugging Face tokenizers' BpeTrainer (ByteLevel pre-tokenizer, full byte alphabet)
+and rustbpe (Rust + rayon, GPT-2 pattern; uses both cores)
 on the standard-library code corpus (~31.5 MB) and on the shipped prose + multilingual text, at 8k / 32k / 64k.
 Each trainer runs in a fresh process so its peak memory (VmHWM, the high-water RSS) is its own; both read the same file (the stdlib
 sources decoded with errors="replace" and joined, since HF refuses invalid UTF-8). HF is timed both with
@@ -70,6 +71,20 @@ print(json.dumps({"seconds": dt, "merges": len(json.loads(tok.to_str())["model"]
                   "peak_rss_mb": peak_mb(), "base_rss_mb": base}))
 """
 
+TRAIN_RUSTBPE = PEAK + r"""
+import json, sys, time
+import rustbpe
+from workbench.tokenization.pretokenize import PATTERNS
+path, vocab = sys.argv[1], int(sys.argv[2])
+docs = open(path, encoding="utf-8").read().split("\n\x00\n")
+base = peak_mb()
+tok = rustbpe.Tokenizer()
+t = time.perf_counter()
+tok.train_from_iterator(iter(docs), vocab_size=vocab, pattern=PATTERNS["gpt2"])
+dt = time.perf_counter() - t
+print(json.dumps({"seconds": dt, "peak_rss_mb": peak_mb(), "base_rss_mb": base}))
+"""
+
 COMPILE = r"""
 import json, time
 t = time.perf_counter()
@@ -118,6 +133,10 @@ def bench_training(files: dict[str, Path], vocabs: list[int]) -> list[dict]:
             hf_files = run_child(TRAIN_HF, str(path), str(vocab), "files")
             hf_iter = run_child(TRAIN_HF, str(path), str(vocab), "iterator")
             hf = min(hf_files, hf_iter, key=lambda r: r["seconds"])
+            try:
+                rust = run_child(TRAIN_RUSTBPE, str(path), str(vocab))
+            except RuntimeError:  # rustbpe is optional (peers extra)
+                rust = None
             row = {
                 "corpus": name, "mb": round(mb, 2), "vocab": vocab,
                 "ours_s": round(ours["seconds"], 3), "ours_count_s": round(ours["count_s"], 3),
@@ -129,10 +148,14 @@ def bench_training(files: dict[str, Path], vocabs: list[int]) -> list[dict]:
                 "hf_added_mb": round(hf["peak_rss_mb"] - hf["base_rss_mb"], 1),
             }
             row["memory_ratio"] = round(row["ours_peak_mb"] / row["hf_peak_mb"], 3)  # whole-process peak RSS
+            if rust is not None:
+                row.update(rustbpe_s=round(rust["seconds"], 3), rustbpe_peak_mb=round(rust["peak_rss_mb"], 1),
+                           ratio_vs_rustbpe=round(ours["seconds"] / rust["seconds"], 3))
             rows.append(row)
             print(f"train {name:22s} {mb:5.1f} MB vocab {vocab:6d}: ours {row['ours_s']:6.2f} s  "
                   f"HF {row['hf_files_s']:6.2f} s (files) / {row['hf_iterator_s']:6.2f} s (iterator)  "
-                  f"ratio {row['time_ratio']:.2f}  peak RSS {row['ours_peak_mb']:.0f} vs {row['hf_peak_mb']:.0f} MB",
+                  f"ratio {row['time_ratio']:.2f}  peak RSS {row['ours_peak_mb']:.0f} vs {row['hf_peak_mb']:.0f} MB"
+                  + (f"  | rustbpe {row['rustbpe_s']:.2f} s" if "rustbpe_s" in row else ""),
                   flush=True)
     return rows
 
