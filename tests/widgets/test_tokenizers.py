@@ -105,6 +105,11 @@ def test_lab_trains_and_switches_tokenizers():
     assert "trained" in lab.status
     lab.compare = "gpt2"
     assert lab.diff.tokenizer_b.name == "gpt2"
+    # metrics follow the chosen tokenizers: premium per language, English = 1
+    assert set(lab.metrics.tokenizers) == {name, "gpt2"}
+    premium = {(r["tokenizer"], r["text"]): r["premium"] for r in lab.parity.rows}
+    assert premium[("gpt2", "en")] == 1.0 and premium[("gpt2", "hi")] > 3
+    assert "bytes_per_token" in lab._metrics_table.object
 
 
 def test_metric_charts_render_core_results(prose):

@@ -1,7 +1,7 @@
 r"""Pre-tokenizers for byte-level BPE: split raw bytes into the pieces BPE runs inside.
 
 Each pre-tokenizer is a regex matched left to right (``regex.findall``); the pieces tile the input, so splitting is
-lossless. Five are implemented (:data:`PATTERNS` holds the regexes):
+lossless. Six are implemented (:data:`PATTERNS` holds the regexes):
 
 =============  ===============================================================================================
 ``gpt2``       GPT-2 / Hugging Face ``ByteLevel(use_regex=True)``
@@ -9,6 +9,9 @@ lossless. Five are implemented (:data:`PATTERNS` holds the regexes):
 ``smollm2``    SmolLM2: ``Digits(individual_digits=True)`` then ``ByteLevel``: every digit (``\p{N}``) is its own
                piece, each stretch between them is split with the ``gpt2`` regex
 ``whitespace`` split only at white space, a single leading space stays on the word (GPT-2 style)
+``superword``  SuperBPE's second stage: like ``whitespace``, but a single space between two words no longer splits,
+               so a piece is a run of words up to a sentence end (``.``/``!``/``?`` and closing quotes or
+               brackets, before white space), a line break or any other white space (tab, two spaces ...)
 ``none``       the whole input is one piece
 =============  ===============================================================================================
 
@@ -27,6 +30,8 @@ table; :func:`reference_split` is the slow ``regex``-module definition it is tes
 ['I', "'LL", ' pay', ' ', '123', '45', ' ', ' now', '!\n']
 >>> split_text("pay 12345", "smollm2")
 ['pay', ' ', '1', '2', '3', '4', '5']
+>>> split_text('"Yes, Mr. Darcy." He left.\n', "superword")
+['"Yes, Mr.', ' Darcy."', ' He left.', '\n']
 >>> split_bytes(b"hi \xff there", "gpt2").tolist()
 [0, 2, 4, 10]
 """
@@ -53,7 +58,7 @@ from workbench.tokenization.unicode_classes import (
     regex_class,
 )
 
-PRETOKENIZERS: tuple[str, ...] = ("gpt2", "gpt4", "smollm2", "whitespace", "none")
+PRETOKENIZERS: tuple[str, ...] = ("gpt2", "gpt4", "smollm2", "whitespace", "superword", "none")
 
 #: The regex that defines each pre-tokenizer (``regex`` module syntax; ``"none"`` has none). Matched with
 #: ``regex.findall`` these give :func:`split_text`'s pieces, up to the Unicode version of ``\p{L}``/``\p{N}`` (see
@@ -65,6 +70,9 @@ PATTERNS: dict[str, str | None] = {
     # One regex equal to "isolate every \p{N}, then split each stretch between them with gpt2's regex".
     "smollm2": r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+""",
     "whitespace": r""" ?\S+|\s+(?!\S)|\s+""",
+    # Words joined by single spaces, up to a sentence end: [.!?]+ and closing quotes/brackets, before white space.
+    "superword": r"""(?:[^\s.!?]|[.!?]+(?!["')\]’”»]*\s)| (?=\S))+(?:[.!?]+["')\]’”»]*)?"""
+                 r"""|[.!?]+["')\]’”»]*|\s+(?!\S)|\s+""",
     "none": None,
 }
 
@@ -419,6 +427,97 @@ def _scan_whitespace(data, table, pos, out, k):
     return k, pos
 
 
+@njit(inline="always")
+def _is_closer(cp):
+    """Closing quotes and brackets that stay with a sentence end: ``" ' ) ] ’ ” »``."""
+    return (cp == 0x22 or cp == 0x27 or cp == 0x29 or cp == 0x5D or cp == 0x2019 or cp == 0x201D
+            or cp == 0xBB)
+
+
+@njit(inline="always")
+def _space_at(data, n, table, q):
+    """True when the character at byte ``q`` (``q < n``) is white space."""
+    cp = np.int64(data[q])
+    if cp >= 0x80:
+        cp = _decode(data, q, n)[0]
+    return table[cp] & CLASS_MASK == SPACE
+
+
+@njit(cache=True)
+def _scan_superword(data, table, pos, out, k):
+    """Boundaries of ``(?:[^\\s.!?]|[.!?]+(?!C*\\s)| (?=\\S))+(?:[.!?]+C*)?|[.!?]+C*|\\s+(?!\\S)|\\s+`` where
+    ``C`` is a closing quote or bracket (:func:`_is_closer`).
+
+    A piece is a run of non-space characters and single spaces (each followed by a non-space); it ends before any
+    other white space, or right after a sentence end: a run of ``.!?`` and closers followed by white space.
+    Other white space is split as in ``whitespace`` (a run leaves its last character to what follows).
+    """
+    n = data.shape[0]
+    while pos < n and k < out.shape[0]:
+        cp = np.int64(data[pos])  # ASCII inline: a call per character would halve the speed
+        ln = 1
+        if cp >= 0x80:
+            cp, ln = _decode(data, pos, n)
+        words = table[cp] & CLASS_MASK != SPACE
+        if cp == 0x20 and pos + 1 < n:  # a single space before a word starts a piece
+            words = not _space_at(data, n, table, pos + 1)
+        if words:
+            q = pos
+            end = n
+            while q < n:
+                cpx = np.int64(data[q])  # ASCII inline: a call per character would halve the speed
+                lnx = 1
+                if cpx >= 0x80:
+                    cpx, lnx = _decode(data, q, n)
+                if table[cpx] & CLASS_MASK == SPACE:
+                    if cpx == 0x20 and q + 1 < n and not _space_at(data, n, table, q + 1):
+                        q += 1  # a single space between words: the piece goes on
+                        continue
+                    end = q
+                    break
+                if cpx == 0x2E or cpx == 0x21 or cpx == 0x3F:  # . ! ?
+                    r = q + 1
+                    while r < n and (data[r] == 0x2E or data[r] == 0x21 or data[r] == 0x3F):
+                        r += 1
+                    s = r
+                    while s < n:
+                        cps = np.int64(data[s])
+                        lns = 1
+                        if cps >= 0x80:
+                            cps, lns = _decode(data, s, n)
+                        if not _is_closer(cps):
+                            break
+                        s += lns
+                    if s < n and _space_at(data, n, table, s):
+                        end = s  # a sentence end: the white space after it starts the next piece
+                        break
+                    q = r
+                    continue
+                q += lnx
+        else:  # \s+(?!\S) | \s+
+            last = pos
+            q = pos + ln
+            while q < n:
+                cpx = np.int64(data[q])  # ASCII inline: a call per character would halve the speed
+                lnx = 1
+                if cpx >= 0x80:
+                    cpx, lnx = _decode(data, q, n)
+                if table[cpx] & CLASS_MASK != SPACE:
+                    break
+                last = q
+                q += lnx
+            if q == n:
+                end = n
+            elif last > pos:
+                end = last
+            else:
+                end = q
+        out[k] = end
+        k += 1
+        pos = end
+    return k, pos
+
+
 # -- public API -----------------------------------------------------------------------------------------------------
 def _as_bytes_array(data) -> np.ndarray:
     """A read-only, contiguous uint8 view of ``data`` (one array type, so Numba compiles each scanner once)."""
@@ -475,6 +574,8 @@ def split_bytes(data: bytes | bytearray | memoryview | np.ndarray, pretokenizer:
             k, pos = _scan_gpt2(arr, table, name == "smollm2", pos, out, k)
         elif name == "gpt4":
             k, pos = _scan_cl100k(arr, table, pos, out, k)
+        elif name == "superword":
+            k, pos = _scan_superword(arr, table, pos, out, k)
         else:
             k, pos = _scan_whitespace(arr, table, pos, out, k)
         if pos >= n:

@@ -37,7 +37,7 @@ from workbench.tokenization.unicode_classes import (
     ranges_from_tokenizers_digits,
 )
 
-REGEX_NAMES = ("gpt2", "gpt4", "smollm2", "whitespace")
+REGEX_NAMES = ("gpt2", "gpt4", "smollm2", "whitespace", "superword")
 CORPORA = [SAMPLES_DIR / "prose_en.txt", *sorted((SAMPLES_DIR / "code").iterdir()),
            *sorted((SAMPLES_DIR / "parallel").glob("*.txt"))]
 
@@ -138,6 +138,37 @@ def test_examples_by_hand():
     assert split_bytes(b"", "gpt2").tolist() == [0]
     assert split_bytes(b"", "none").tolist() == [0]
     assert split_bytes(b"abc", "none").tolist() == [0, 3]
+
+
+def test_superword_examples_by_hand():
+    """SuperBPE's stage 2: words joined by single spaces, up to a sentence end, a line break or other white space."""
+    assert split_text("by the way, I am a fan of the Milky Way", "superword") == ["by the way, I am a fan of the Milky Way"]
+    assert split_text('"Yes, Mr. Darcy." He left.\n', "superword") == ['"Yes, Mr.', ' Darcy."', " He left.", "\n"]
+    assert split_text("Why?! No... (Really.) Fine", "superword") == ["Why?!", " No...", " (Really.)", " Fine"]
+    assert split_text("3.14 is e.g. pi.", "superword") == ["3.14 is e.g.", " pi."]
+    assert split_text("one\ntwo three\n\nfour", "superword") == ["one", "\n", "two three", "\n", "\n", "four"]
+    assert split_text("x  y\tz \u00a0w", "superword") == ["x", " ", " y", "\t", "z", " ", "\u00a0", "w"]
+    assert split_text("end. ", "superword") == ["end.", " "]
+    assert split_text("Fin.\u201d Et \u00bb. Oui", "superword") == ["Fin.\u201d", " Et \u00bb.", " Oui"]
+    assert split_text(". x", "superword") == [".", " x"]
+
+
+@settings(max_examples=250, deadline=None)
+@given(text=st.text(st.one_of(st.sampled_from(list(" .!?\"')]\u2019\u201d\u00bb\n\tMr")),
+                            st.characters(codec="utf-8")), max_size=40))
+def test_superword_pieces_are_runs_of_whitespace_pieces(text):
+    """Every superword boundary is a ``whitespace`` boundary; inside a piece, white space is only single spaces
+    between non-spaces, and no sentence end is followed by white space."""
+    data = text.encode()
+    ours = split_bytes(data, "superword").tolist()
+    assert set(ours) <= set(split_bytes(data, "whitespace").tolist())
+    sentence_end = regex.compile(r"""[.!?]["')\]\u2019\u201d\u00bb]*\s""")
+    for piece in _pieces(data, np.array(ours)):
+        piece = piece.decode()
+        if piece.strip():
+            inner = piece[1:] if piece.startswith(" ") else piece
+            assert not regex.search(r"\s", inner.replace(" ", "")) and "  " not in inner, piece
+            assert not inner.endswith(" ") and not sentence_end.search(piece), piece
 
 
 # Characters that make the patterns branch, mixed into arbitrary Unicode so that they meet often.
