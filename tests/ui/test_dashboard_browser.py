@@ -1,8 +1,10 @@
 """The served dashboard in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser)."""
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -16,11 +18,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+def _wait_for_http(url: str, proc: subprocess.Popen, log, timeout: float = 240.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited early:\n{proc.stdout.read()}")
+            log.seek(0)
+            raise AssertionError(f"server exited early:\n{log.read()}")
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
@@ -30,20 +33,15 @@ def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 240.0) -> 
     raise AssertionError(f"server at {url} did not answer within {timeout} s")
 
 
-@pytest.fixture(params=["workbench-serve", "panel-serve"])
-def served_dashboard(request, root, default_model):
-    port = free_port()
-    if request.param == "workbench-serve":
-        cmd = [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port), "--address", "127.0.0.1"]
-    else:
-        cmd = [sys.executable, "-m", "panel", "serve", str(root / "widgets" / "dashboard.py"), "--port", str(port),
-               "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+@contextlib.contextmanager
+def _serving(cmd: list[str], url: str, cwd):
+    """Run a dashboard server until the block ends; yields ``url`` once it answers."""
+    # the server's output goes to a file: an undrained pipe could fill up and stall the server
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "BOKEH_PY_LOG_LEVEL": "warning"})
-    path = "/" if request.param == "workbench-serve" else "/dashboard"
-    url = f"http://127.0.0.1:{port}{path}"
     try:
-        _wait_for_http(url, proc)
+        _wait_for_http(url, proc, log)
         yield url
     finally:
         proc.terminate()
@@ -51,6 +49,24 @@ def served_dashboard(request, root, default_model):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
+
+
+def _workbench_serve(port: int) -> list[str]:
+    return [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port), "--address", "127.0.0.1"]
+
+
+@pytest.fixture(params=["workbench-serve", "panel-serve"])
+def served_dashboard(request, root, default_model):
+    port = free_port()
+    if request.param == "workbench-serve":
+        cmd, path = _workbench_serve(port), "/"
+    else:
+        cmd = [sys.executable, "-m", "panel", "serve", str(root / "widgets" / "dashboard.py"), "--port", str(port),
+               "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
+        path = "/dashboard"
+    with _serving(cmd, f"http://127.0.0.1:{port}{path}", root) as url:
+        yield url
 
 
 def _first_token(page) -> str:
@@ -83,18 +99,8 @@ def test_typing_into_the_overview_changes_the_probability_table(served_dashboard
 @pytest.fixture(scope="module")
 def workbench_server(root):
     port = free_port()
-    cmd = [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port), "--address", "127.0.0.1"]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_for_http(url, proc)
+    with _serving(_workbench_serve(port), f"http://127.0.0.1:{port}/", root) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_tokenizers_tab_counts_tokens_as_you_type(workbench_server, chromium_path):
