@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from widgets.tokenizers import MergeReplay, MergeTree, TokenBoundaries, TokenDiff
+    from widgets.tokenizers_lab import MergeReplay, MergeTree, TokenBoundaries, TokenDiff
     from workbench.data import load_corpus, parallel_texts
     from workbench.tokenization import load_tokenizer, train_bpe
 

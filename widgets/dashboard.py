@@ -11,7 +11,7 @@ from collections.abc import Callable
 import panel as pn
 
 from widgets.overview import Overview
-from widgets.tokenizers.lab import TokenizersLab
+from widgets.tokenizers_lab.lab import TokenizersLab
 
 TABLE_CSS = """
 table.wb-table { border-collapse: collapse; font-size: 13px; margin: 4px 0 10px 0; }
@@ -28,7 +28,7 @@ TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
 
 def warm_up() -> None:
     """Do the slow one-time work before the first browser connects: load the model, compile kernels."""
-    from widgets.tokenizers.lab import NAMED, shared_tokenizer
+    from widgets.tokenizers_lab.lab import NAMED, shared_tokenizer
     from workbench.errors import WorkbenchError
     from workbench.models import shared_default_model
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from widgets.tokenizers import MergeReplay, MergeTree, TokenBoundaries, TokenDiff
+from widgets.tokenizers_lab import MergeReplay, MergeTree, TokenBoundaries, TokenDiff
 from workbench.tokenization import load_tokenizer, train_bpe
 
 
@@ -91,7 +91,7 @@ def test_replay_of_a_loaded_tokenizer_has_no_timeline(gpt2):
 
 
 def test_lab_trains_and_switches_tokenizers():
-    from widgets.tokenizers.lab import TokenizersLab
+    from widgets.tokenizers_lab.lab import TokenizersLab
 
     lab = TokenizersLab()
     before = lab.boundaries.segmentation.n_tokens
@@ -113,7 +113,7 @@ def test_lab_trains_and_switches_tokenizers():
 
 
 def test_metric_charts_render_core_results(prose):
-    from widgets.tokenizers.charts import CompressionCurveView, MixtureView, ParityBars
+    from widgets.tokenizers_lab.charts import CompressionCurveView, MixtureView, ParityBars
     from workbench.tokenization.compare import compression_curve
 
     curve = compression_curve({"BPE": train_bpe}, prose[:100000], prose[150000:160000], [300, 600, 1200])

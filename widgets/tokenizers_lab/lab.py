@@ -7,11 +7,11 @@ import threading
 import panel as pn
 import param
 
-from widgets.tokenizers.boundaries import TokenBoundaries
-from widgets.tokenizers.charts import ParityBars
-from widgets.tokenizers.diff import TokenDiff
-from widgets.tokenizers.replay import MergeReplay
-from widgets.tokenizers.tree import MergeTree
+from widgets.tokenizers_lab.boundaries import TokenBoundaries
+from widgets.tokenizers_lab.charts import ParityBars
+from widgets.tokenizers_lab.diff import TokenDiff
+from widgets.tokenizers_lab.replay import MergeReplay
+from widgets.tokenizers_lab.tree import MergeTree
 from workbench.data import load_corpus, parallel_texts
 from workbench.errors import WorkbenchError
 from workbench.tokenization import PRETOKENIZERS, TrainingProgress, load_tokenizer, train_bpe

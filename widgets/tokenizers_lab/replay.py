@@ -10,7 +10,7 @@ import param
 from bokeh.models import ColumnDataSource, Span
 from bokeh.plotting import figure
 
-from widgets.tokenizers.html import segmentation_html, stats_html
+from widgets.tokenizers_lab.html import segmentation_html, stats_html
 from workbench.tokenization.explore import replay, token_label
 
 

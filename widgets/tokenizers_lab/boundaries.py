@@ -11,7 +11,7 @@ from __future__ import annotations
 import panel as pn
 import param
 
-from widgets.tokenizers.html import segmentation_html, stats_html
+from widgets.tokenizers_lab.html import segmentation_html, stats_html
 from workbench.tokenization.explore import segment
 
 

@@ -7,7 +7,7 @@ import html
 import panel as pn
 import param
 
-from widgets.tokenizers.html import segmentation_html, stats_html
+from widgets.tokenizers_lab.html import segmentation_html, stats_html
 from workbench.tokenization.explore import boundary_diff
 
 
