@@ -28,7 +28,7 @@ TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
 
 def warm_up() -> None:
     """Do the slow one-time work before the first browser connects: load the model, compile kernels."""
-    from widgets.tokenizers_lab.lab import NAMED, shared_tokenizer
+    from widgets.tokenizers_lab.lab import WARM, shared_tokenizer
     from workbench.errors import WorkbenchError
     from workbench.models import shared_default_model
 
@@ -36,7 +36,7 @@ def warm_up() -> None:
         shared_default_model()
     except WorkbenchError as exc:  # the dashboard still serves; the Overview tab shows this message
         print(f"[workbench] warning: {exc}")
-    for name in NAMED:  # loads the vocabularies and compiles (or loads from cache) the tokenizer kernels
+    for name in WARM:  # loads the vocabularies and compiles (or loads from cache) the tokenizer kernels
         try:
             shared_tokenizer(name).encode("warm up 123")
         except WorkbenchError as exc:

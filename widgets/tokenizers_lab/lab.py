@@ -20,7 +20,20 @@ from workbench.tokenization.metrics import metric_table
 TABLE_METRICS = ("bytes_per_token", "chars_per_token", "fertility", "premium", "renyi_efficiency",
                  "char_split_rate", "continuation_rate")
 
-NAMED = ("gpt2", "smollm2")
+def _named() -> tuple[str, ...]:
+    """The named tokenizers on offer: GPT-2, SmolLM2, and Mistral's tekken when mistral_common is installed."""
+    from workbench.errors import TokenizerFileError
+    from workbench.tokenization.io import tekken_file
+
+    try:
+        tekken_file()
+    except TokenizerFileError:
+        return ("gpt2", "smollm2")
+    return ("gpt2", "smollm2", "tekken")
+
+
+NAMED = _named()
+WARM = ("gpt2", "smollm2")  # loaded at dashboard start; others load when first chosen
 CORPORA = ("prose_en", "code", "parallel", "stdlib")
 _SHARED: dict = {}  # tokenizers loaded or trained in this process, shared by every session
 _LOCK = threading.Lock()
