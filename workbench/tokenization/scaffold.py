@@ -106,7 +106,7 @@ def _corpus_blocks(corpus, pretokenizer: str) -> Iterator[bytes]:
         if kind == "bytes":
             yield item
         else:
-            yield from _file_chunks(item, pretokenizer == "none")
+            yield from _file_chunks(item, pretokenizer)
 
 
 def token_usage(tokenizer: Tokenizer, corpus) -> TokenUsage:

@@ -38,14 +38,11 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
-from workbench.data.loaders import list_files
-from workbench.errors import CorpusError, TrainingError
-from workbench.tokenization import trainer as _trainer
+from workbench.errors import TrainingError
 from workbench.tokenization.pretokenize import check_pretokenizer
 from workbench.tokenization.tokenizer import Tokenizer
 from workbench.tokenization.trainer import TrainingProgress, train_bpe
@@ -112,7 +109,7 @@ def train_superbpe(
                        progress=None if progress is None else stage_progress, show_progress=show_progress)
     seconds1 = time.perf_counter() - start
     start = time.perf_counter()
-    stage2_corpus = _line_chunked(corpus) if stage2_pretokenizer == "superword" else corpus
+    stage2_corpus = corpus  # train_bpe cuts streamed files where the stage-2 pre-tokenizer allows
     tok = train_bpe(stage2_corpus, vocab_size, pretokenizer=stage2_pretokenizer, initial=stage1, name=name,
                     progress=progress, show_progress=show_progress)
     stats = tok.training_stats
@@ -135,59 +132,3 @@ def _reusable(corpus):
     except TypeError:
         raise TrainingError(f"The corpus must be str, bytes, a path or an iterable of these; "
                             f"got {type(corpus).__name__}.") from None
-
-
-def _line_chunked(corpus):
-    """``corpus`` with every file replaced by its chunks cut after a line break that ends a ``"superword"`` piece.
-
-    :func:`train_bpe` streams files in chunks cut at a space after a word, a boundary for word-level
-    pre-tokenizers but not for ``"superword"``, whose pieces run across such spaces. A newline preceded by a
-    printable non-space ASCII byte is one: the piece before it ends there whatever follows, and the one after
-    starts fresh. In-memory documents pass through unchanged.
-    """
-    items = [corpus] if isinstance(corpus, (str, bytes, bytearray, memoryview, os.PathLike)) else corpus
-    if not any(isinstance(item, os.PathLike) for item in items):
-        return corpus
-
-    def documents() -> Iterator:
-        for item in items:
-            if isinstance(item, os.PathLike):
-                for path in list_files(item):
-                    yield from _file_line_chunks(path)
-            else:
-                yield item
-
-    return documents()
-
-
-def _file_line_chunks(path: Path) -> Iterator[bytes]:
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise CorpusError(f"Cannot read corpus file {str(path)!r}: {exc.strerror or exc}.") from exc
-    with handle:
-        carry = b""
-        while True:
-            block = handle.read(_trainer.CHUNK_BYTES)
-            if not block:
-                break
-            chunk = carry + block
-            cut = _line_cut(chunk)
-            if cut == 0:
-                carry = chunk  # no safe point yet: keep reading
-                continue
-            yield chunk[:cut]
-            carry = chunk[cut:]
-        if carry:
-            yield carry
-
-
-def _line_cut(chunk: bytes) -> int:
-    """Largest index i with chunk[i] a newline and chunk[i-1] a printable non-space ASCII byte, or 0."""
-    i = len(chunk)
-    while True:
-        i = chunk.rfind(b"\n", 1, i)
-        if i < 0:
-            return 0
-        if 0x21 <= chunk[i - 1] <= 0x7E:
-            return i

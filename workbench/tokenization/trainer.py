@@ -76,6 +76,25 @@ def _safe_cut(chunk: bytes) -> int:
             return i
 
 
+def _line_cut(chunk: bytes) -> int:
+    """Largest index i with chunk[i] a newline and chunk[i-1] a printable non-space ASCII byte, or 0.
+
+    For ``"superword"``, whose pieces run across single spaces, a space is no boundary, but such a newline is: the
+    piece before it ends there whatever follows, and the one after starts fresh.
+    """
+    i = len(chunk)
+    while True:
+        i = chunk.rfind(b"\n", 1, i)
+        if i < 0:
+            return 0
+        if 0x21 <= chunk[i - 1] <= 0x7E:
+            return i
+
+
+#: How to cut a streamed file for each pre-tokenizer (default :func:`_safe_cut`; ``"none"`` reads files whole).
+_CUTS = {"superword": _line_cut}
+
+
 def _documents(corpus) -> Iterator[tuple[str, object]]:
     """Yield ("bytes", data) for in-memory documents and ("file", path) for files."""
     if isinstance(corpus, (str, bytes, bytearray, memoryview, os.PathLike)):
@@ -96,8 +115,10 @@ def _documents(corpus) -> Iterator[tuple[str, object]]:
         raise TrainingError("The corpus is empty: nothing to train on.")
 
 
-def _file_chunks(path: Path, whole: bool) -> Iterator[bytes]:
-    """A file's bytes in ~8 MB chunks cut where pieces are sure to end (whole file for pretokenizer 'none')."""
+def _file_chunks(path: Path, pretokenizer: str) -> Iterator[bytes]:
+    """A file's bytes in ~8 MB chunks cut where ``pretokenizer``'s pieces are sure to end (whole for ``"none"``)."""
+    whole = pretokenizer == "none"
+    cut_at = _CUTS.get(pretokenizer, _safe_cut)
     try:
         handle = open(path, "rb")
     except OSError as exc:
@@ -112,7 +133,7 @@ def _file_chunks(path: Path, whole: bool) -> Iterator[bytes]:
             if not block:
                 break
             chunk = carry + block
-            cut = _safe_cut(chunk)
+            cut = cut_at(chunk)
             if cut == 0:
                 carry = chunk  # no safe point yet: keep reading
                 continue
@@ -215,7 +236,6 @@ def train_bpe(
     # 1. count words, streaming
     start = time.perf_counter()
     counter = _WordCounter()
-    whole = pretokenizer == "none"
     total_bytes = None
     if _is_path_corpus(corpus):
         try:
@@ -227,7 +247,7 @@ def train_bpe(
             bar.total = total_bytes
     for kind, item in _documents(corpus):
         stats.documents += 1
-        chunks = [item] if kind == "bytes" else _file_chunks(item, whole)
+        chunks = [item] if kind == "bytes" else _file_chunks(item, pretokenizer)
         for chunk in chunks:
             if not chunk:
                 continue

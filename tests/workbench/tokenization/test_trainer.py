@@ -174,3 +174,12 @@ def test_truncated_merge_lists_replay_training(prose):
     assert lengths[0] == len(text.encode())
     assert lengths == sorted(lengths, reverse=True)
     assert tok.encode(text, max_merges=544) == tok.encode(text)
+
+
+def test_streamed_files_with_superword_cut_only_at_line_ends(tmp_path, monkeypatch, prose):
+    # "superword" pieces run across single spaces, so streamed files must not be cut at a space
+    text = prose[:40000]
+    (tmp_path / "corpus.txt").write_text(text)
+    monkeypatch.setattr(trainer_module, "CHUNK_BYTES", 700)
+    from_file = train_bpe(tmp_path / "corpus.txt", 700, pretokenizer="superword")
+    assert from_file.merges == train_bpe(text, 700, pretokenizer="superword").merges
