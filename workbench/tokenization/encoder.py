@@ -196,6 +196,45 @@ def new_piece_cache(capacity: int = 1 << 16, arena_bytes: int = 1 << 22) -> tupl
 
 
 @njit(cache=True)
+def cache_get(c_hash, c_off, c_len, c_toff, c_tlen, c_bytes, c_toks, data, start, end, h, out, n_out):
+    """If piece ``data[start:end]`` (hash ``h``) is in the whole-piece cache, append its tokens to ``out`` at
+    ``n_out`` and return the new length; otherwise return -1."""
+    slot = bytes_slot(c_hash, c_off, c_len, c_bytes, data, start, end, h)
+    if c_hash[slot] == 0:
+        return -1
+    t0 = c_toff[slot]
+    for j in range(c_tlen[slot]):
+        out[n_out + j] = c_toks[t0 + j]
+    return n_out + c_tlen[slot]
+
+
+@njit(cache=True)
+def cache_put(c_hash, c_off, c_len, c_toff, c_tlen, c_bytes, c_toks, c_state, data, start, end, h, toks, t_start,
+              count):
+    """Remember that piece ``data[start:end]`` encodes to ``toks[t_start:t_start+count]`` (the cache starts afresh
+    when full)."""
+    n = end - start
+    if c_state[0] + n > c_bytes.shape[0] or c_state[1] + count > c_toks.shape[0] or 2 * c_state[2] >= c_hash.shape[0]:
+        c_hash[:] = 0
+        c_state[:] = 0
+    slot = bytes_slot(c_hash, c_off, c_len, c_bytes, data, start, end, h)
+    b0 = c_state[0]
+    t0 = c_state[1]
+    for j in range(n):
+        c_bytes[b0 + j] = data[start + j]
+    for j in range(count):
+        c_toks[t0 + j] = toks[t_start + j]
+    c_hash[slot] = h
+    c_off[slot] = b0
+    c_len[slot] = n
+    c_toff[slot] = t0
+    c_tlen[slot] = count
+    c_state[0] += n
+    c_state[1] += count
+    c_state[2] += 1
+
+
+@njit(cache=True)
 def encode_kernel(data, bounds, byte_tok, keys, prio, merged, shortcut,
                   v_hash, v_off, v_len, v_val, v_arena,
                   c_hash, c_off, c_len, c_toff, c_tlen, c_bytes, c_toks, c_state):
@@ -222,7 +261,6 @@ def encode_kernel(data, bounds, byte_tok, keys, prio, merged, shortcut,
     hpos = np.empty(3 * w + 4, np.int64)
     hl = np.empty(3 * w + 4, np.int64)
     hr = np.empty(3 * w + 4, np.int64)
-    c_cap = c_hash.shape[0]
     for k in range(n_pieces):
         start = bounds[k]
         end = bounds[k + 1]
@@ -242,12 +280,9 @@ def encode_kernel(data, bounds, byte_tok, keys, prio, merged, shortcut,
                 continue
         cacheable = n <= CACHE_MAX_PIECE
         if cacheable:
-            slot = bytes_slot(c_hash, c_off, c_len, c_bytes, data, start, end, h)
-            if c_hash[slot] != 0:
-                t0 = c_toff[slot]
-                for j in range(c_tlen[slot]):
-                    out[n_out] = c_toks[t0 + j]
-                    n_out += 1
+            found = cache_get(c_hash, c_off, c_len, c_toff, c_tlen, c_bytes, c_toks, data, start, end, h, out, n_out)
+            if found >= 0:
+                n_out = found
                 continue
         sym = buf
         k_sym = 0
@@ -263,24 +298,8 @@ def encode_kernel(data, bounds, byte_tok, keys, prio, merged, shortcut,
         for j in range(count):
             out[n_out + j] = sym[j]
         if cacheable:
-            if c_state[0] + n > c_bytes.shape[0] or c_state[1] + count > c_toks.shape[0] or 2 * c_state[2] >= c_cap:
-                c_hash[:] = 0  # full: start afresh
-                c_state[:] = 0
-                slot = bytes_slot(c_hash, c_off, c_len, c_bytes, data, start, end, h)
-            b0 = c_state[0]
-            t0 = c_state[1]
-            for j in range(n):
-                c_bytes[b0 + j] = data[start + j]
-            for j in range(count):
-                c_toks[t0 + j] = sym[j]
-            c_hash[slot] = h
-            c_off[slot] = b0
-            c_len[slot] = n
-            c_toff[slot] = t0
-            c_tlen[slot] = count
-            c_state[0] += n
-            c_state[1] += count
-            c_state[2] += 1
+            cache_put(c_hash, c_off, c_len, c_toff, c_tlen, c_bytes, c_toks, c_state, data, start, end, h, sym, 0,
+                      count)
         n_out += count
     return out[:n_out].copy()
 

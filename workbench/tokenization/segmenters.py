@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit
 
 from workbench.errors import ConfigurationError, TokenizerError
-from workbench.tokenization.encoder import CACHE_MAX_PIECE, new_piece_cache
+from workbench.tokenization.encoder import CACHE_MAX_PIECE, cache_get, cache_put, new_piece_cache
 from workbench.tokenization.hashtables import (
     _FNV_OFFSET,
     _FNV_PRIME,
@@ -456,7 +456,6 @@ def segment_kernel(data, bounds, method, byte_tok, p_hash, p_off, p_len, p_tok, 
     pick_len = np.empty(longest + 1, np.int64)
     pick_tok = np.empty(longest + 1, np.int64)
     stride = rank.max() + 1 if rank.shape[0] else 1
-    c_cap = c_hash.shape[0]
     for k in range(bounds.shape[0] - 1):
         s = bounds[k]
         e = bounds[k + 1]
@@ -471,12 +470,9 @@ def segment_kernel(data, bounds, method, byte_tok, p_hash, p_off, p_len, p_tok, 
             continue
         cacheable = n <= CACHE_MAX_PIECE
         if cacheable:
-            slot = bytes_slot(c_hash, c_off, c_len, c_bytes, data, s, e, h)
-            if c_hash[slot] != 0:
-                t0 = c_toff[slot]
-                for j in range(c_tlen[slot]):
-                    out[n_out] = c_toks[t0 + j]
-                    n_out += 1
+            found = cache_get(c_hash, c_off, c_len, c_toff, c_tlen, c_bytes, c_toks, data, s, e, h, out, n_out)
+            if found >= 0:
+                n_out = found
                 continue
         first = n_out
         if method == 0:
@@ -489,23 +485,6 @@ def segment_kernel(data, bounds, method, byte_tok, p_hash, p_off, p_len, p_tok, 
             n_out = _lbpe_piece(data, s, e, byte_tok, p_hash, p_off, p_len, p_tok, arena, rank, stride,
                                 max_len, lens, toks, pick_tok, pick_len, out, n_out)
         if cacheable:
-            count = n_out - first
-            if c_state[0] + n > c_bytes.shape[0] or c_state[1] + count > c_toks.shape[0] or 2 * c_state[2] >= c_cap:
-                c_hash[:] = 0  # full: start afresh
-                c_state[:] = 0
-                slot = bytes_slot(c_hash, c_off, c_len, c_bytes, data, s, e, h)
-            b0 = c_state[0]
-            t0 = c_state[1]
-            for j in range(n):
-                c_bytes[b0 + j] = data[s + j]
-            for j in range(count):
-                c_toks[t0 + j] = out[first + j]
-            c_hash[slot] = h
-            c_off[slot] = b0
-            c_len[slot] = n
-            c_toff[slot] = t0
-            c_tlen[slot] = count
-            c_state[0] += n
-            c_state[1] += count
-            c_state[2] += 1
+            cache_put(c_hash, c_off, c_len, c_toff, c_tlen, c_bytes, c_toks, c_state, data, s, e, h, out, first,
+                      n_out - first)
     return out[:n_out].copy()
