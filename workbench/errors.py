@@ -46,3 +46,12 @@ class TokenizerFileError(TokenizerError):
 
 class TrainingError(WorkbenchError, ValueError):
     """BPE training was given an input it cannot train on (empty corpus, vocabulary too small ...)."""
+
+
+class KVCacheError(WorkbenchError, ValueError):
+    """A KV-cache capture, replay or evaluation was given an input it cannot use (empty text, a budget <= 0 or
+    larger than the context, a window larger than the context, a text longer than the model's context ...)."""
+
+
+class TraceMismatchError(KVCacheError):
+    """A KV trace or retention was used with a model or text other than the one it was captured from."""

@@ -1,0 +1,73 @@
+"""`capture`: run a text through a causal LM and keep what KV-cache policies need (a `KVTrace`).
+
+Example::
+
+    from workbench.kvcache import capture
+    tr = capture(open("notes.txt").read(), decode_steps=64)          # default SmolLM2, all 30 layers
+    tr = capture(text, layers=[0, 15, 29], gqa="max", generate=32)  # 32 greedy tokens become the decode steps
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from workbench.errors import KVCacheError
+from workbench.kvcache.runner import ModelRunner, default_runner
+from workbench.kvcache.trace import KVTrace, model_signature
+
+
+def runner_for(model=None, tokenizer=None) -> ModelRunner:
+    if isinstance(model, ModelRunner):
+        return model
+    return default_runner() if model is None else ModelRunner(model, tokenizer)
+
+
+def split_prefill(n_tokens: int, decode_steps: int | None, prefill: int | None) -> int:
+    """Number of prefill tokens for a text of ``n_tokens`` given either ``decode_steps`` or ``prefill``."""
+    if prefill is not None:
+        n_pre = int(prefill)
+    else:
+        steps = 32 if decode_steps is None else int(decode_steps)
+        if steps < 1:
+            raise KVCacheError(f"decode_steps must be >= 1, got {steps}")
+        n_pre = n_tokens - steps
+    if not 1 <= n_pre < n_tokens:
+        raise KVCacheError(
+            f"the text has {n_tokens} tokens, too few for {n_tokens - n_pre} decode steps after a non-empty "
+            "context; give a longer text or fewer decode steps")
+    return n_pre
+
+
+def capture(text: str, model=None, *, tokenizer=None, layers: Sequence[int] | None = None,
+            decode_steps: int | None = None, prefill: int | None = None, generate: int = 0, gqa: str = "mean",
+            obs_window: int = 64) -> KVTrace:
+    """Capture a `KVTrace` of ``text`` through ``model`` (default SmolLM2-135M-Instruct; or a `ModelRunner`).
+
+    The last ``decode_steps`` tokens (default 32) are decode steps, or give ``prefill`` (number of context tokens).
+    ``generate=N`` first appends N greedily generated tokens and makes them the decode steps. ``gqa`` aggregates
+    the query heads of a group onto their KV head ("mean" or "max"). ``layers`` (model layer indices, default all)
+    limits what is stored. ``obs_window`` is how many final prefill queries are kept for SnapKV-style votes.
+    """
+    if gqa not in ("mean", "max"):
+        raise KVCacheError(f"gqa must be 'mean' or 'max', got {gqa!r}")
+    if obs_window < 1:
+        raise KVCacheError(f"obs_window must be >= 1, got {obs_window}")
+    runner = runner_for(model, tokenizer)
+    ids = runner.encode(text)
+    if generate:
+        if generate < 1:
+            raise KVCacheError(f"generate must be >= 0, got {generate}")
+        n_pre = len(ids)
+        ids = runner.greedy(ids, int(generate))
+    else:
+        n_pre = split_prefill(len(ids), decode_steps, prefill)
+    layer_list = list(range(runner.n_layers)) if layers is None else sorted({int(x) for x in layers})
+    if not layer_list or any(not 0 <= x < runner.n_layers for x in layer_list):
+        raise KVCacheError(f"layers must be model layers in 0..{runner.n_layers - 1}, got {list(layers or [])}")
+    arrays = runner.capture_arrays(ids, n_pre, layer_list, gqa, obs_window)
+    scaling = float(arrays.pop("scaling"))
+    return KVTrace(text=text, tokens=runner.token_strings(ids), token_ids=ids.astype(np.int32), n_prefill=n_pre,
+                   layers=np.asarray(layer_list, np.int32), gqa=gqa, model=model_signature(runner.model),
+                   scaling=scaling, **arrays)

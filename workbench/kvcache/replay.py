@@ -1,0 +1,340 @@
+"""`replay(trace, policy, budget) -> Retention`: which positions every KV head keeps at every decode step.
+
+Example::
+
+    tr = capture(text, decode_steps=32)
+    r = replay(tr, "h2o", 64)          # or make_policy("snapkv", window=16), budget=0.25 (a ratio of the context)
+    r.summary()                        # {'policy': 'h2o', 'budget': 64, 'attention_mass': 0.93, ...}
+    r.kept.shape                       # (30, 3, 32, T)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workbench.errors import KVCacheError
+from workbench.kvcache import kernels as K
+from workbench.kvcache import scores as SC
+from workbench.kvcache.policies import Policy, make_policy, pyramid_budgets, resolve_budget
+from workbench.kvcache.runner import torch_available_cuda as torch_cuda_available
+from workbench.kvcache.trace import KVTrace
+
+# cell codes of `Retention.cell_states`
+FUTURE, KEPT, EVICTED, SINK, SKIPPED = 0, 1, 2, 3, 4
+
+
+@dataclass
+class Retention:
+    """The kept mask of a policy over a trace, with per-step metrics.
+
+    ``kept`` bool [L, H, S, T]; ``mass`` (attention mass of the full-cache query on kept positions),
+    ``output_error`` (relative L2 error of the head's attention output, with the head-aggregated attention),
+    ``iou`` (overlap with the oracle top-k of the same size) float32 [L, H, S]; ``n_kept`` int32 [L, H, S];
+    ``layer_budgets`` int [L] (PyramidKV varies them; AdaKV shares ``H x budget`` within a layer).
+    """
+
+    policy: Policy
+    budget: int
+    layer_budgets: np.ndarray
+    kept: np.ndarray
+    n_prefill: int
+    layers: np.ndarray
+    tokens: list
+    mass: np.ndarray
+    output_error: np.ndarray
+    iou: np.ndarray
+    n_kept: np.ndarray
+    sinks: int = 0
+    seconds: float = 0.0
+    model: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.kept.shape[2])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.kept.shape[3])
+
+    def summary(self) -> dict:
+        """Means over layers, heads and steps, as one row for a table."""
+        full = (self.n_prefill + 1 + np.arange(self.n_steps)).astype(np.float64)
+        return {
+            "policy": self.policy.label(), "kind": self.policy.kind, "budget": self.budget,
+            "attention_mass": float(self.mass.mean()), "output_error": float(self.output_error.mean()),
+            "oracle_iou": float(self.iou.mean()), "kept_tokens": float(self.n_kept.mean()),
+            "kept_fraction": float((self.n_kept / full).mean()), "replay_ms": self.seconds * 1e3,
+        }
+
+    def cell_states(self, layer_index: int, head: int) -> np.ndarray:
+        """int8 [S, T]: FUTURE (not yet written), KEPT, EVICTED (dropped for good), SINK (kept, protected sink) or
+        SKIPPED (in the cache but not selected by a query-aware policy at this step)."""
+        kept = self.kept[layer_index, head]
+        s, t = kept.shape
+        pos = np.arange(t)[None, :]
+        exists = pos <= (self.n_prefill + np.arange(s))[:, None]
+        out = np.where(exists, EVICTED, FUTURE).astype(np.int8)
+        if self.policy.kind == "selection":
+            out[exists] = SKIPPED
+        out[kept] = KEPT
+        if self.sinks:
+            out[:, : self.sinks][kept[:, : self.sinks]] = SINK
+        return out
+
+    def evicted_at(self, layer_index: int, head: int) -> np.ndarray:
+        """int32 [T]: the first step at which each position is not kept (-1 if it is kept to the end)."""
+        kept = self.kept[layer_index, head]
+        s = kept.shape[0]
+        exists = np.arange(self.n_tokens)[None, :] <= (self.n_prefill + np.arange(s))[:, None]
+        gone = exists & ~kept
+        first = np.where(gone.any(axis=0), gone.argmax(axis=0), -1)
+        return first.astype(np.int32)
+
+
+def _as_policy(policy) -> Policy:
+    return make_policy(policy) if isinstance(policy, str) else make_policy(policy)
+
+
+def _check_window(trace: KVTrace, policy: Policy, budget: int) -> int:
+    window = policy.params.get("window")
+    if window is None:
+        return int(max(1, min(32, budget // 2, trace.obs_window)))
+    window = int(window)
+    if window > trace.n_prefill:
+        raise KVCacheError(f"{policy.name} window {window} is larger than the context ({trace.n_prefill} tokens)")
+    if window > trace.obs_window:
+        raise KVCacheError(f"{policy.name} window {window} is larger than the captured observation window "
+                           f"({trace.obs_window}); capture again with obs_window={window}")
+    if window >= budget:
+        raise KVCacheError(f"{policy.name} window {window} leaves no room in a budget of {budget} tokens; "
+                           "give a larger budget or a smaller window")
+    return window
+
+
+def _evict_layer(trace, li, policy, budget, kept_l, rng):
+    """Fill kept_l [H, S, T] for one layer of an eviction policy; returns the layer's budget and sinks."""
+    name, prm = policy.name, policy.params
+    h, t, n = trace.n_kv_heads, trace.n_tokens, trace.n_prefill
+    decode_evict = prm["phase"] == "decode"
+    attn = trace.f32("attn", li)
+    mode, sinks, recent = K.MODE_STATIC, 0, 1
+    if name == "window" and decode_evict:
+        p = n + np.arange(trace.n_steps)
+        pos = np.arange(t)
+        kept_l[:] = ((pos[None, :] <= p[:, None]) & (pos[None, :] > p[:, None] - budget))[None]
+        return budget, 0
+    if name in ("window", "recency", "streaming_llm"):
+        scores = np.broadcast_to(np.arange(t, dtype=np.float64), (h, t)).copy()
+        if name == "streaming_llm":
+            sinks = int(prm["sinks"])
+            if budget <= sinks:
+                raise KVCacheError(f"streaming_llm keeps {sinks} sinks; the budget ({budget}) must be larger")
+    elif name == "random":
+        scores = rng.random((h, t))
+    elif name == "h2o":
+        scores = SC.h2o_scores(trace, li)
+        mode = K.MODE_ACCUMULATE
+        sinks = int(prm["sinks"])
+        recent = int(prm["recent"]) if prm["recent"] is not None else max(1, budget // 2)
+        if sinks + recent > budget:
+            raise KVCacheError(f"h2o protects {sinks} sinks + {recent} recent tokens, more than the budget {budget}")
+    elif name == "tova":
+        scores = SC.tova_scores(trace, li)
+        mode = K.MODE_LAST_QUERY
+    elif name in ("snapkv", "pyramidkv"):
+        window = _check_window(trace, policy, budget)
+        scores = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
+        recent = window
+        if name == "pyramidkv":
+            budget = pyramid_budgets(budget, window, int(trace.model.get("n_layers", trace.n_layers)),
+                                     float(prm["beta"]), [trace.layers[li]])[0]
+    else:  # pragma: no cover - guarded by make_policy
+        raise KVCacheError(f"no evictor for {name}")
+    budgets = np.full(h, budget, np.int64)
+    K.evict_heads(np.ascontiguousarray(scores, dtype=np.float64), attn, n, budgets, sinks, recent, mode,
+                  decode_evict, kept_l)
+    return budget, sinks
+
+
+def _prefill_then_append(trace, kept_prefill, kept_l):
+    """Decode steps see the compressed context ``kept_prefill`` [H, n] plus every decode token so far."""
+    n = trace.n_prefill
+    kept_l[:, :, :n] = kept_prefill[:, None, :]
+    pos = np.arange(n, trace.n_tokens)
+    kept_l[:, :, n:] = (pos[None, :] <= (n + np.arange(trace.n_steps))[:, None])[None]
+
+
+def _adakv_layer(trace, li, policy, budget, kept_l):
+    """AdaKV: the layer's heads share H x (budget - window) context slots; each head first gets ``floor`` of its
+    share by its own ranking, the rest go to the highest scores across heads. The window is kept by every head."""
+    prm = policy.params
+    h, n = trace.n_kv_heads, trace.n_prefill
+    window = _check_window(trace, policy, budget)
+    scores = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])[:, : n - window]
+    keep = np.zeros((h, n), bool)
+    keep[:, n - window:] = True
+    share = budget - window
+    if n <= budget:
+        keep[:] = True
+    else:
+        floor = int(float(prm["floor"]) * share)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        for hh in range(h):
+            keep[hh, order[hh, :floor]] = True
+        rest = np.where(keep[:, : n - window], -np.inf, scores).ravel()
+        extra = h * share - h * floor
+        if extra > 0:
+            top = np.argsort(-rest, kind="stable")[:extra]
+            keep[top // (n - window), top % (n - window)] = True
+    _prefill_then_append(trace, keep, kept_l)
+    return budget
+
+
+def kvcrush_keep(base_scores, signatures, budget, window, fraction, anchor, rng):
+    """KVCrush for one head's context: the base scores keep ``budget - window - r`` positions (r = round(fraction *
+    (budget - window))) plus the window; the r representatives come from the positions the base evicts, ordered by
+    the Hamming distance of their signature to ``anchor`` and cut into r equal groups, taking each group's
+    best-scored position. ``base_scores`` float64 [n - window], ``signatures`` bool [n, Q] -> bool [n]."""
+    n = signatures.shape[0]
+    prefix = n - window
+    keep = np.zeros(n, bool)
+    keep[prefix:] = True
+    share = budget - window
+    if n <= budget:
+        keep[:] = True
+        return keep
+    r = max(1, int(round(fraction * share)))
+    base_k = share - r
+    order = np.argsort(-base_scores, kind="stable")
+    keep[order[:base_k]] = True
+    cand = np.sort(order[base_k:])
+    if anchor == "mean":
+        ref = signatures[:prefix].mean(axis=0) >= 0.5
+    elif anchor == "alternate":
+        ref = (np.arange(signatures.shape[1]) % 2).astype(bool)
+    else:
+        ref = rng.random(signatures.shape[1]) < 0.5
+    dist = (signatures[cand] != ref[None, :]).sum(axis=1)
+    grouped = cand[np.lexsort((cand, dist))]
+    for chunk in np.array_split(grouped, r):
+        if chunk.size:
+            keep[chunk[np.argmax(base_scores[chunk])]] = True
+    return keep
+
+
+def _kvcrush_layer(trace, li, policy, budget, kept_l, rng):
+    prm = policy.params
+    n = trace.n_prefill
+    window = _check_window(trace, policy, budget)
+    if prm["base"] == "snapkv":
+        base = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
+    elif prm["base"] == "h2o":
+        base = SC.h2o_scores(trace, li)
+    else:
+        base = SC.tova_scores(trace, li)
+    sig = SC.head_signatures(trace, li)
+    keep = np.stack([kvcrush_keep(base[hh, : n - window], sig, budget, window, float(prm["fraction"]),
+                                  prm["anchor"], rng) for hh in range(trace.n_kv_heads)])
+    _prefill_then_append(trace, keep, kept_l)
+    return budget
+
+
+def _select_layer(trace, li, policy, budget, kept_l):
+    name, prm = policy.name, policy.params
+    n = trace.n_prefill
+    if name == "oracle":
+        K.select_heads(trace.f32("attn", li), n, budget, kept_l)
+    elif name == "tokenselect":
+        one = np.zeros(kept_l.shape[1:], bool)
+        K.select_head(SC.tokenselect_scores(trace, li).astype(np.float32), n, budget, one)
+        kept_l[:] = one[None]
+    elif name == "fasa":
+        sc = SC.fasa_scores(trace, li, int(prm["chunks"]), int(prm["calibration"]))
+        K.select_heads(np.ascontiguousarray(sc, dtype=np.float32), n, budget, kept_l)
+    elif name == "hisa":
+        block = int(prm["block"])
+        blocks = int(prm["blocks"]) if prm["blocks"] is not None else max(1, -(-2 * budget // block))
+        K.select_heads(SC.hisa_scores(trace, li, block, blocks), n, budget, kept_l)
+    elif name == "quest":
+        page = int(prm["page"])
+        if budget < page:
+            raise KVCacheError(f"quest keeps whole pages of {page} tokens; the budget ({budget}) must be at least "
+                               "one page")
+        g = trace.group_size
+        q = trace.f32("queries", li).reshape(trace.n_kv_heads, g, trace.n_tokens, -1)
+        K.quest_heads(q, trace.f32("keys", li), n, budget, page, kept_l)
+
+
+def output_errors(trace: KVTrace, li: int, kept_l: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """Relative L2 error of each head's attention output with the kept positions only (attention renormalised
+    over them) against the full cache, using the head-aggregated decode attention. float32 [H, S]."""
+    a = trace.f32("attn", li)
+    v = trace.f32("values", li)
+    full = np.matmul(a, v)
+    part = np.matmul(np.where(kept_l, a, 0.0), v) / np.maximum(mass, 1e-12)[..., None]
+    err = np.linalg.norm(part - full, axis=-1) / np.maximum(np.linalg.norm(full, axis=-1), 1e-12)
+    return err.astype(np.float32)
+
+
+def replay(trace: KVTrace, policy, budget, *, seed: int | None = None, layers=None, metrics: bool = True,
+           backend: str = "auto") -> Retention:
+    """Replay ``policy`` (a name or a `Policy`) with ``budget`` (tokens per KV head, or a ratio of the context) over
+    ``trace``. ``layers`` (model layer indices) limits the replay to some captured layers. ``metrics=False`` skips
+    the per-step metrics (left NaN). ``backend``: "numba" (the CPU kernels), "torch" (the torch implementation, on
+    CUDA when available) or "auto" (torch on CUDA when a GPU is present, else numba); both give the same masks.
+
+    Raises `KVCacheError` for a budget <= 0 or larger than the context, a window larger than the context, and
+    parameters that leave no room in the budget.
+    """
+    t0 = time.perf_counter()
+    policy = _as_policy(policy)
+    n, t = trace.n_prefill, trace.n_tokens
+    b = t if policy.kind == "full" else resolve_budget(budget, n, t)
+    lis = list(range(trace.n_layers)) if layers is None else [trace.layer_index(x) for x in layers]
+    h, s = trace.n_kv_heads, trace.n_steps
+    kept = np.zeros((len(lis), h, s, t), bool)
+    layer_budgets = np.zeros(len(lis), np.int64)
+    sinks = 0
+    seed = policy.params.get("seed", 0) if seed is None else seed
+    if backend not in ("auto", "numba", "torch"):
+        raise KVCacheError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+    use_torch = backend == "torch" or (backend == "auto" and torch_cuda_available())
+    if use_torch:
+        from workbench.kvcache.torch_replay import replay_kept
+
+        kept, layer_budgets, sinks = replay_kept(trace, policy, b, lis, seed=int(seed))
+    for j, li in enumerate(lis if not use_torch else []):
+        rng = np.random.default_rng([int(seed), int(trace.layers[li])])
+        if policy.kind == "full":
+            kept[j] = (np.arange(t)[None, :] <= (n + np.arange(s))[:, None])[None]
+            layer_budgets[j] = t
+        elif policy.name == "adakv":
+            layer_budgets[j] = _adakv_layer(trace, li, policy, b, kept[j])
+        elif policy.name == "kvcrush":
+            layer_budgets[j] = _kvcrush_layer(trace, li, policy, b, kept[j], rng)
+        elif policy.kind == "eviction":
+            layer_budgets[j], sinks = _evict_layer(trace, li, policy, b, kept[j], rng)
+        else:
+            _select_layer(trace, li, policy, b, kept[j])
+            layer_budgets[j] = b
+    mass = np.zeros((len(lis), h, s), np.float32)
+    iou = np.zeros_like(mass)
+    n_kept = np.zeros((len(lis), h, s), np.int32)
+    err = np.zeros_like(mass)
+    if not metrics:
+        mass[:] = iou[:] = err[:] = np.nan
+        n_kept[:] = kept.sum(axis=-1)
+    for j, li in enumerate(lis if metrics else []):
+        K.retention_metrics(trace.f32("attn", li), kept[j], n, mass[j], iou[j], n_kept[j])
+        err[j] = output_errors(trace, li, kept[j], mass[j])
+    return Retention(policy=policy, budget=int(b), layer_budgets=layer_budgets, kept=kept, n_prefill=n,
+                     layers=trace.layers[lis].copy(), tokens=trace.tokens, mass=mass, output_error=err, iou=iou,
+                     n_kept=n_kept, sinks=sinks, seconds=time.perf_counter() - t0, model=dict(trace.model))
+
+
+def compare_policies(trace: KVTrace, policies, budget) -> list[dict]:
+    """`Retention.summary` rows for several policies at one budget."""
+    return [replay(trace, p, budget).summary() for p in policies]

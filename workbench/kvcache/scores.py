@@ -1,0 +1,135 @@
+"""Scores the policies rank positions by, computed from a `KVTrace` for one captured layer.
+
+Shapes: ``H`` KV heads, ``G`` query heads per KV head, ``S`` decode steps, ``T`` positions, ``n`` context length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.kvcache.kernels import pool1d
+from workbench.kvcache.trace import KVTrace
+
+
+def snapkv_scores(trace: KVTrace, li: int, window: int, kernel: int, pooling: str) -> np.ndarray:
+    """SnapKV: attention from the last ``window`` context queries summed per position, pooled over the
+    positions before the window. float64 [H, T]; the window and every decode position score +inf."""
+    n = trace.n_prefill
+    obs = trace.obs_attn[li, :, trace.obs_window - window:, :].astype(np.float32)
+    votes = obs.sum(axis=1, dtype=np.float64)
+    out = np.full((trace.n_kv_heads, trace.n_tokens), np.inf)
+    prefix = n - window
+    for h in range(trace.n_kv_heads):
+        v = votes[h, :prefix]
+        out[h, :prefix] = v if pooling == "none" or prefix == 0 else pool1d(v, kernel, pooling == "avg")
+    return out
+
+
+def h2o_scores(trace: KVTrace, li: int) -> np.ndarray:
+    """H2O's starting scores: attention each context position received during prefill; decode positions 0."""
+    out = np.zeros((trace.n_kv_heads, trace.n_tokens))
+    out[:, : trace.n_prefill] = trace.prefill_colsum[li]
+    return out
+
+
+def tova_scores(trace: KVTrace, li: int) -> np.ndarray:
+    """TOVA's starting scores: the attention of the last context query; decode positions 0."""
+    out = np.zeros((trace.n_kv_heads, trace.n_tokens))
+    out[:, : trace.n_prefill] = trace.obs_attn[li, :, -1, :].astype(np.float64)
+    return out
+
+
+def decode_logits(trace: KVTrace, li: int, dims=None) -> np.ndarray:
+    """q . k * scaling of every decode query against every position, per query head: float32 [Q, S, T], future
+    positions -inf. ``dims`` (optional [Q, d'] index array) restricts the dot product to those dimensions."""
+    g = trace.group_size
+    q = trace.f32("queries", li)[:, trace.n_prefill:, :]
+    k = np.repeat(trace.f32("keys", li), g, axis=0)
+    if dims is not None:
+        q = np.take_along_axis(q, dims[:, None, :], axis=2)
+        k = np.take_along_axis(k, dims[:, None, :], axis=2)
+    logits = np.matmul(q, k.transpose(0, 2, 1)) * np.float32(trace.scaling)
+    s, t = logits.shape[1], logits.shape[2]
+    future = np.arange(t)[None, :] > (trace.n_prefill + np.arange(s))[:, None]
+    logits[:, future] = -np.inf
+    return logits
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def aggregate_group(x: np.ndarray, group: int, how: str) -> np.ndarray:
+    """[Q, ...] -> [H, ...] by mean or max over each KV head's ``group`` query heads."""
+    y = x.reshape(x.shape[0] // group, group, *x.shape[1:])
+    return y.mean(axis=1) if how == "mean" else y.max(axis=1)
+
+
+def tokenselect_scores(trace: KVTrace, li: int) -> np.ndarray:
+    """TokenSelect's soft votes: softmax(q.k) per query head, summed over all the layer's heads. float32 [S, T]."""
+    return softmax(decode_logits(trace, li)).sum(axis=0)
+
+
+def fasa_dominant_chunks(trace: KVTrace, li: int, n_chunks: int, calibration: int) -> np.ndarray:
+    """FASA's dominant frequency chunks per query head: int64 [Q, n_chunks] indices of RoPE pairs (d, d + D/2).
+
+    A chunk's agreement is the correlation, over context positions, between its partial logits q_c.k_c and the
+    full logits, averaged over the last ``calibration`` context queries; the best ``n_chunks`` are dominant."""
+    n, g, half = trace.n_prefill, trace.group_size, trace.head_dim // 2
+    c = max(1, min(calibration, n - 1))
+    rows = np.arange(n - c, n)
+    q = trace.queries[li][:, rows, :].astype(np.float32)                       # [Q, c, D]
+    k = np.repeat(trace.keys[li][:, : n - 1, :].astype(np.float32), g, axis=0)  # [Q, n-1, D] (strictly earlier)
+    part = (q[:, :, None, :half] * k[:, None, :, :half]) + (q[:, :, None, half:] * k[:, None, :, half:])
+    full = part.sum(axis=-1, keepdims=True)                                   # [Q, c, n-1, 1]
+    pc = part - part.mean(axis=2, keepdims=True)
+    fc = full - full.mean(axis=2, keepdims=True)
+    num = (pc * fc).sum(axis=2)
+    den = np.sqrt((pc**2).sum(axis=2) * (fc**2).sum(axis=2)) + 1e-12
+    agreement = (num / den).mean(axis=1)                                      # [Q, half]
+    order = np.argsort(-agreement, axis=1, kind="stable")[:, :n_chunks]
+    return np.sort(order, axis=1)
+
+
+def fasa_scores(trace: KVTrace, li: int, n_chunks: int, calibration: int) -> np.ndarray:
+    """FASA's proxy: softmax of q.k over the dominant chunks only, aggregated onto KV heads. float32 [H, S, T]."""
+    half = trace.head_dim // 2
+    chunks = fasa_dominant_chunks(trace, li, min(n_chunks, half), calibration)
+    dims = np.concatenate([chunks, chunks + half], axis=1)
+    return aggregate_group(softmax(decode_logits(trace, li, dims)), trace.group_size, trace.gqa)
+
+
+def hisa_scores(trace: KVTrace, li: int, block: int, n_blocks: int) -> np.ndarray:
+    """HISA's two stages: blocks of ``block`` positions ranked by q . mean(k) (max over the group); the top
+    ``n_blocks`` complete earlier blocks plus the current block are candidates; tokens in them are ranked by
+    q . k (max over the group), every other position -inf. float32 [H, S, T]."""
+    g, n, t = trace.group_size, trace.n_prefill, trace.n_tokens
+    s = trace.n_steps
+    logits = aggregate_group(decode_logits(trace, li), g, "max")              # [H, S, T]
+    nb = t // block
+    keys = trace.keys[li, :, : nb * block].astype(np.float32).reshape(trace.n_kv_heads, nb, block, -1)
+    reps = np.repeat(keys.mean(axis=2), g, axis=0)                            # [Q, nb, D]
+    q = trace.queries[li, :, n:, :].astype(np.float32)
+    coarse = aggregate_group(np.matmul(q, reps.transpose(0, 2, 1)), g, "max")  # [H, S, nb]
+    cur = (n + np.arange(s)) // block
+    coarse[:, np.arange(nb)[None, :] >= cur[:, None]] = -np.inf               # only complete earlier blocks
+    cand = np.zeros_like(logits, dtype=bool)
+    for h in range(trace.n_kv_heads):
+        for si in range(s):
+            avail = int(min(cur[si], nb))
+            if avail > 0:
+                m = min(n_blocks, avail)
+                top = np.argsort(-coarse[h, si, :avail], kind="stable")[:m]
+                for b in top:
+                    cand[h, si, b * block:(b + 1) * block] = True
+            cand[h, si, cur[si] * block:] = True
+    return np.where(cand, logits, -np.inf).astype(np.float32)
+
+
+def head_signatures(trace: KVTrace, li: int) -> np.ndarray:
+    """KVCrush's binary head-behaviour signature of every context position: bit h is set when query head h gave
+    the position more than its mean observation-window attention. bool [n, Q]."""
+    votes = trace.obs_votes_heads[li]                                         # [Q, n]
+    return (votes > votes.mean(axis=1, keepdims=True)).T
