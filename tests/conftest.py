@@ -57,3 +57,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+KV_TEXT_SLICE = slice(5000, 6600)
+
+
+@pytest.fixture(scope="session")
+def kv_text() -> str:
+    """About 350 tokens of real English prose (Pride and Prejudice) for KV-cache tests."""
+    from workbench.data import load_corpus
+
+    return load_corpus("prose_en").paths[0].read_text(encoding="utf-8")[KV_TEXT_SLICE]
+
+
+@pytest.fixture(scope="session")
+def kv_trace(kv_text, default_model):
+    """A real SmolLM2 KVTrace of ``kv_text``: all 30 layers, the last 24 tokens as decode steps (~1 s)."""
+    from workbench.kvcache import capture
+
+    return capture(kv_text, decode_steps=24)
