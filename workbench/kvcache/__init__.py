@@ -1,13 +1,22 @@
 """KV-cache lab core: capture real attention (`capture` -> `KVTrace`), replay eviction and selection policies
 (`replay` -> `Retention`), and measure quality with the real model (`evaluate` -> `Quality`, `passkey_probe`)."""
 
-from workbench.kvcache.capture import capture
+from workbench.kvcache.capture import capture, capture_ids
+from workbench.kvcache.evaluate import (
+    PasskeyResult,
+    Quality,
+    QualitySweep,
+    evaluate,
+    passkey_probe,
+    quality_sweep,
+)
 from workbench.kvcache.policies import POLICY_NAMES, SPECS, Policy, make_policy, resolve_budget
 from workbench.kvcache.replay import Retention, compare_policies, replay
 from workbench.kvcache.runner import ModelRunner, default_runner
 from workbench.kvcache.trace import KVTrace, model_signature
 
 __all__ = [
-    "POLICY_NAMES", "SPECS", "KVTrace", "ModelRunner", "Policy", "Retention", "capture", "compare_policies",
+    "POLICY_NAMES", "SPECS", "KVTrace", "PasskeyResult", "Quality", "QualitySweep", "capture_ids", "evaluate",
+    "passkey_probe", "quality_sweep", "ModelRunner", "Policy", "Retention", "capture", "compare_policies",
     "default_runner", "make_policy", "model_signature", "replay", "resolve_budget",
 ]

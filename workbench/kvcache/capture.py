@@ -63,11 +63,25 @@ def capture(text: str, model=None, *, tokenizer=None, layers: Sequence[int] | No
         ids = runner.greedy(ids, int(generate))
     else:
         n_pre = split_prefill(len(ids), decode_steps, prefill)
+    return capture_ids(ids, n_pre, runner, layers=layers, gqa=gqa, obs_window=obs_window, text=text)
+
+
+def capture_ids(ids, n_prefill: int, model=None, *, tokenizer=None, layers: Sequence[int] | None = None,
+                gqa: str = "mean", obs_window: int = 64, text: str | None = None) -> KVTrace:
+    """`capture` for token ids you already have (int [T]); the first ``n_prefill`` are the context."""
+    runner = runner_for(model, tokenizer)
+    ids = np.asarray(ids, dtype=np.int64)
+    runner.check_length(len(ids))
+    if not 1 <= n_prefill < len(ids):
+        raise KVCacheError(f"n_prefill must be in [1, {len(ids) - 1}] for {len(ids)} tokens, got {n_prefill}")
+    if gqa not in ("mean", "max"):
+        raise KVCacheError(f"gqa must be 'mean' or 'max', got {gqa!r}")
     layer_list = list(range(runner.n_layers)) if layers is None else sorted({int(x) for x in layers})
     if not layer_list or any(not 0 <= x < runner.n_layers for x in layer_list):
         raise KVCacheError(f"layers must be model layers in 0..{runner.n_layers - 1}, got {list(layers or [])}")
-    arrays = runner.capture_arrays(ids, n_pre, layer_list, gqa, obs_window)
+    arrays = runner.capture_arrays(ids, int(n_prefill), layer_list, gqa, obs_window)
     scaling = float(arrays.pop("scaling"))
-    return KVTrace(text=text, tokens=runner.token_strings(ids), token_ids=ids.astype(np.int32), n_prefill=n_pre,
-                   layers=np.asarray(layer_list, np.int32), gqa=gqa, model=model_signature(runner.model),
-                   scaling=scaling, **arrays)
+    tokens = runner.token_strings(ids)
+    return KVTrace(text="".join(tokens) if text is None else text, tokens=tokens, token_ids=ids.astype(np.int32),
+                   n_prefill=int(n_prefill), layers=np.asarray(layer_list, np.int32), gqa=gqa,
+                   model=model_signature(runner.model), scaling=scaling, **arrays)

@@ -155,17 +155,20 @@ class ModelRunner:
             raise KVCacheError(f"{type(self.model).__name__} does not compute attention through transformers' "
                                "attention interface, so the workbench cannot see or change its cache")
 
-    def _run(self, ids: np.ndarray, hook) -> np.ndarray:
+    def _run(self, ids: np.ndarray, hook, last: int | None = None) -> np.ndarray:
         import torch
 
         self.check_length(len(ids))
         x = torch.as_tensor(np.asarray(ids, dtype=np.int64)[None], device=self.model.device)
+        extra = {} if last is None else {"logits_to_keep": int(last)}
         with self._hooked(hook):
-            out = self.model(input_ids=x, use_cache=False)
+            out = self.model(input_ids=x, use_cache=False, **extra)
         return out.logits[0].float().cpu().numpy()
 
-    def logits(self, ids, *, n_prefill: int | None = None, keep: dict | None = None) -> np.ndarray:
-        """Next-token logits (float32 [T, V]) for every position of ``ids``.
+    def logits(self, ids, *, n_prefill: int | None = None, keep: dict | None = None,
+               last: int | None = None) -> np.ndarray:
+        """Next-token logits (float32 [T, V]) for every position of ``ids`` (only the ``last`` positions when
+        given, which skips most of the output-layer cost).
 
         ``keep`` maps a model layer to a bool array [H, S, T] (S = T - n_prefill): which positions decode step s
         may attend to in each KV head. Layers not in ``keep`` and all prefill rows use the full causal cache.
@@ -188,7 +191,7 @@ class ModelRunner:
         def hook(layer, q, k, v, scaling):
             return masked_attention(q, k, v, scaling, allowed=masks.get(layer))
 
-        return self._run(ids, hook)
+        return self._run(ids, hook, last)
 
     def greedy(self, ids, n_new: int) -> np.ndarray:
         """``ids`` followed by ``n_new`` greedily generated tokens (full cache, the model's own attention)."""
@@ -246,7 +249,7 @@ class ModelRunner:
 
             return masked_attention(qs, ks, vs, scaling, on_weights=on_weights)
 
-        self._run(ids, hook)
+        self._run(ids, hook, last=1)
         arr["scaling"] = scal[0] if scal else self.head_dim ** -0.5
         return arr
 
