@@ -4,6 +4,7 @@
     workbench info [--json]                                         versions, threading, CUDA, model, cache
     workbench prepare                                               convert and cache the default model now
     workbench bpe train CORPUS... --vocab-size N / bpe encode FILE  byte-level BPE (see cli_bpe.py)
+    workbench kv capture FILE -o T / kv replay T / kv eval FILE       KV-cache policies (see cli_kv.py)
 
 Errors the user can fix (a port in use, a missing model ...) print one clear line and exit with status 2.
 """
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.cli_bpe import add_parser as add_bpe
 
     add_bpe(sub)
+    from workbench.cli_kv import add_parser as add_kv
+
+    add_kv(sub)
     return parser
 
 
