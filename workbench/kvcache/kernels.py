@@ -241,9 +241,10 @@ def pool1d(x, kernel, avg):
 
 @njit(cache=True, parallel=True)
 def retention_metrics(attn, kept, n_pre, mass, iou, n_kept):
-    """Per head and step: attention mass kept, IoU with the oracle top-k of the same size, and positions kept.
-    ``attn`` float32 [H, S, T], ``kept`` bool [H, S, T]; outputs [H, S]. Ties at the oracle's threshold count in
-    the policy's favour."""
+    """Per head and step: attention mass kept, IoU with the oracle set of the same size, and positions kept.
+    ``attn`` float32 [H, S, T], ``kept`` bool [H, S, T]; outputs [H, S]. The oracle set of size k is the current
+    position plus the k - 1 earlier positions with the most attention (the selection convention); ties at its
+    threshold count in the policy's favour."""
     n_h, n_s, _ = attn.shape
     for h in prange(n_h):
         for s in range(n_s):
@@ -262,17 +263,20 @@ def retention_metrics(attn, kept, n_pre, mass, iou, n_kept):
             if k >= p + 1:
                 iou[h, s] = 1.0
                 continue
-            row = attn[h, s, : p + 1].astype(np.float64)
-            thr = -np.partition(-row, k - 1)[k - 1]
-            above = 0
-            kept_above = 0
-            kept_tie = 0
-            for i in range(p + 1):
-                if row[i] > thr:
-                    above += 1
-                    if kept[h, s, i]:
-                        kept_above += 1
-                elif row[i] == thr and kept[h, s, i]:
-                    kept_tie += 1
-            inter = kept_above + min(kept_tie, k - above)
+            inter = 1 if kept[h, s, p] else 0
+            m = k - 1  # earlier positions in the oracle set
+            if m > 0:
+                row = attn[h, s, :p].astype(np.float64)
+                thr = -np.partition(-row, m - 1)[m - 1]
+                above = 0
+                kept_above = 0
+                kept_tie = 0
+                for i in range(p):
+                    if row[i] > thr:
+                        above += 1
+                        if kept[h, s, i]:
+                            kept_above += 1
+                    elif row[i] == thr and kept[h, s, i]:
+                        kept_tie += 1
+                inter += kept_above + min(kept_tie, m - above)
             iou[h, s] = inter / (2 * k - inter)

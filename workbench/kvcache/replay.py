@@ -32,7 +32,8 @@ class Retention:
 
     ``kept`` bool [L, H, S, T]; ``mass`` (attention mass of the full-cache query on kept positions),
     ``output_error`` (relative L2 error of the head's attention output, with the head-aggregated attention),
-    ``iou`` (overlap with the oracle top-k of the same size) float32 [L, H, S]; ``n_kept`` int32 [L, H, S];
+    ``iou`` (overlap with the oracle set of the same size: the current position + the top k-1 earlier ones)
+    float32 [L, H, S]; ``n_kept`` int32 [L, H, S];
     ``layer_budgets`` int [L] (PyramidKV varies them; AdaKV shares ``H x budget`` within a layer).
     """
 
