@@ -1,6 +1,6 @@
 """Numba kernels behind the KV-cache policies. Flat arrays, one KV head per call (``prange`` over heads).
 
-Conventions (shared with the pure-numpy references in tests/kvcache/reference.py):
+Conventions (shared with the pure-numpy references in tests/workbench/kvcache/reference.py):
 
 * ``T`` positions, ``n_pre`` prefill positions, ``S = T - n_pre`` decode steps; step ``s`` is the query at
   ``p = n_pre + s``; ``kept[s, i]`` says whether that query may attend to position ``i`` (always ``i <= p``; the

@@ -196,8 +196,8 @@ def _adakv_layer(trace, li, policy, budget, kept_l):
 
 def kvcrush_keep(base_scores, signatures, budget, window, fraction, anchor, rng):
     """KVCrush for one head's context: the base scores keep ``budget - window - r`` positions (r = round(fraction *
-    (budget - window))) plus the window; the r representatives come from the positions the base evicts, ordered by
-    the Hamming distance of their signature to ``anchor`` and cut into r equal groups, taking each group's
+    (budget - window)), at least 1 and at most budget - window) plus the window; the r representatives come from
+    the positions the base evicts, ordered by the Hamming distance of their signature to ``anchor`` and cut into r equal groups, taking each group's
     best-scored position. ``base_scores`` float64 [n - window], ``signatures`` bool [n, Q] -> bool [n]."""
     n = signatures.shape[0]
     prefix = n - window
@@ -207,10 +207,12 @@ def kvcrush_keep(base_scores, signatures, budget, window, fraction, anchor, rng)
     if n <= budget:
         keep[:] = True
         return keep
-    r = max(1, int(round(fraction * share)))
+    r = min(share, max(1, int(round(fraction * share))))  # share is 0 when the default window fills a budget of 1
     base_k = share - r
     order = np.argsort(-base_scores, kind="stable")
     keep[order[:base_k]] = True
+    if r == 0:
+        return keep
     cand = np.sort(order[base_k:])
     if anchor == "mean":
         ref = signatures[:prefix].mean(axis=0) >= 0.5

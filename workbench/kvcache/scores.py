@@ -109,7 +109,8 @@ def hisa_scores(trace: KVTrace, li: int, block: int, n_blocks: int) -> np.ndarra
     s = trace.n_steps
     logits = aggregate_group(decode_logits(trace, li), g, "max")              # [H, S, T]
     nb = t // block
-    keys = trace.keys[li, :, : nb * block].astype(np.float32).reshape(trace.n_kv_heads, nb, block, -1)
+    keys = trace.keys[li, :, : nb * block].astype(np.float32)
+    keys = keys.reshape(trace.n_kv_heads, nb, block, trace.head_dim)          # nb = 0 if t < block
     reps = np.repeat(keys.mean(axis=2), g, axis=0)                            # [Q, nb, D]
     q = trace.queries[li, :, n:, :].astype(np.float32)
     coarse = aggregate_group(np.matmul(q, reps.transpose(0, 2, 1)), g, "max")  # [H, S, nb]
