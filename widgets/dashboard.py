@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import panel as pn
 
+from widgets.kvcache_lab.lab import KVCacheLab
 from widgets.overview import Overview
 from widgets.tokenizers_lab.lab import TokenizersLab
 
@@ -23,6 +24,7 @@ table.wb-table th { background: #f4f4f4; }
 TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
     ("Overview", Overview),
     ("Tokenizers", TokenizersLab),
+    ("KV cache", KVCacheLab),
 ]
 
 
@@ -41,6 +43,16 @@ def warm_up() -> None:
             shared_tokenizer(name).encode("warm up 123")
         except WorkbenchError as exc:
             print(f"[workbench] warning: {exc}")
+    try:  # the KV-cache lab's default capture (shared by every session) and its replay kernels
+        from widgets.kvcache_lab.lab import QUALITY_POLICIES, default_trace
+        from widgets.kvcache_lab.retention import middle_layer
+        from workbench.kvcache import replay
+
+        trace = default_trace()
+        for policy in QUALITY_POLICIES:
+            replay(trace, policy, 64, layers=[middle_layer(trace)])
+    except WorkbenchError as exc:
+        print(f"[workbench] warning: {exc}")
 
 
 def create_app() -> pn.viewable.Viewable:

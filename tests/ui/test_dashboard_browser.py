@@ -127,3 +127,29 @@ def test_tokenizers_tab_counts_tokens_as_you_type(workbench_server, chromium_pat
             expect(page.get_by_text("merge #", exact=False).first).to_be_visible(timeout=30_000)
         finally:
             browser.close()
+
+
+def test_kv_cache_tab_replays_when_the_budget_changes(workbench_server, chromium_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(workbench_server, timeout=120_000)
+            page.get_by_text("KV cache", exact=True).first.click()
+            kept = page.locator(".wb-kv-kept").first
+            expect(kept).to_have_text("64.0", timeout=60_000)  # H2O keeps the default budget of 64 tokens
+            expect(page.locator(".wb-kv-summary").first).to_contain_text("budget 64")
+            assert page.locator("canvas").first.is_visible()  # the retention map is drawn
+            mass_before = page.locator(".wb-kv-mass").first.inner_text()
+            budget = page.locator(".wb-kv-budget input").first
+            budget.fill("16")
+            budget.press("Enter")
+            expect(kept).to_have_text("16.0", timeout=30_000)
+            expect(page.locator(".wb-kv-summary").first).to_contain_text("budget 16")
+            assert page.locator(".wb-kv-mass").first.inner_text() != mass_before  # less attention kept
+            page.get_by_text("Evicted text", exact=True).first.click()
+            expect(page.locator(".wb-kv-nkept").first).to_have_text("16", timeout=30_000)
+        finally:
+            browser.close()
