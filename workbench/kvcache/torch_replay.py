@@ -1,13 +1,380 @@
 """Torch implementation of every KV policy's kept mask: the CUDA path of `replay` and the benchmark's anchor.
 
-(Being written: see `replay_kept`.)
+`replay(trace, policy, budget, backend="torch")` calls `replay_kept`, and ``backend="auto"`` picks it when a CUDA
+GPU is present (the numba kernels of `kernels` are the CPU path). It is the straightforward torch way of writing
+the policies: heads and layers batched as tensors, one loop over the decode steps where a policy is sequential
+(the decode-phase evictors: H2O, TOVA, StreamingLLM, window/recency/random with ``phase="decode"``), and
+``torch.topk`` over all the steps at once where it is not (the selection policies, the one-off prefill
+compression). `benchmarks/kvcache.py` times it against the numba kernels.
+
+The masks are identical to the numba path (the tests check every policy), with the same conventions (`kernels`'
+module docstring): eviction drops the lowest score among unprotected cached positions, ties to the oldest
+(``argmin`` returns the first minimum; k at once through `top_mask`); selection keeps the current position plus
+the ``budget - 1`` best earlier scores, ties to the oldest (`top_mask`: ``torch.topk`` gives the k-th value, then
+ties at that threshold are taken in position order). Scores are float64 where the kernels use float64. The scores
+themselves come from the numpy helpers of `scores` (shared by both backends); Quest's page bounds are computed
+here, summed over the head dimension in the kernel's order so that they are bit-identical. One sum is not in the
+kernel's order: H2O/TOVA renormalise each step's attention by its float64 sum over the cache (``Tensor.sum``, a
+different association than the kernel's left-to-right loop); TOVA's ranking cannot change (one divisor per row),
+H2O's accumulated scores could differ in the last bit, which decides nothing unless two scores tie to ~1e-16.
+The stacked float32 attention is cached on the trace (per device) like `KVTrace.f32`.
+
+Example::
+
+    from workbench.kvcache import capture, make_policy, replay
+    from workbench.kvcache.torch_replay import replay_kept
+
+    tr = capture(text, decode_steps=32)
+    replay(tr, "h2o", 64, backend="torch").kept.shape      # (30, 3, 32, T), equal to backend="numba"
+    kept, layer_budgets, sinks = replay_kept(tr, make_policy("snapkv"), 64, [0, 1], device="cpu")
 """
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 
-def replay_kept(trace, policy, budget: int, layer_indices, *, seed: int = 0, device=None):
+from workbench.errors import KVCacheError
+from workbench.kvcache import scores as SC
+from workbench.kvcache.policies import Policy, pyramid_budgets
+from workbench.kvcache.replay import _check_window
+from workbench.kvcache.trace import KVTrace
+
+_INF = float("inf")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def top_mask(x: torch.Tensor, valid: torch.Tensor, k) -> torch.Tensor:
+    """bool mask of the ``k`` largest ``valid`` entries of ``x`` along the last dimension, ties to the lowest
+    index; every valid entry when there are at most ``k``. ``k`` is an int or an int64 tensor of ``x.shape[:-1]``
+    (one k per row; k <= 0 selects nothing). ``x`` must hold no NaN."""
+    width = x.shape[-1]
+    per_row = torch.is_tensor(k)
+    k_max = int(k.max()) if per_row else int(k)
+    if k_max <= 0 or width == 0:
+        return torch.zeros_like(valid)
+    kk = min(k_max, width)
+    top = torch.topk(x.masked_fill(~valid, -_INF), kk, dim=-1, sorted=True).values
+    if per_row:
+        thr = top.gather(-1, (k.clamp(1, kk) - 1).unsqueeze(-1))
+        k = k.unsqueeze(-1)
+    else:
+        thr = top[..., kk - 1:kk]
+    above = valid & (x > thr)
+    tied = valid & (x == thr)
+    need = k - above.sum(-1, keepdim=True)
+    out = above | (tied & (tied.cumsum(-1) <= need))
+    out = torch.where(valid.sum(-1, keepdim=True) <= k, valid, out)
+    return out & (k > 0) if per_row else out
+
+
+def _layer_stack(trace: KVTrace, name: str, lis, device) -> torch.Tensor:
+    """float32 ``trace.<name>`` of the layers ``lis`` stacked on ``device``, cached on the trace (as `KVTrace.f32`
+    caches the numpy arrays the numba path reads)."""
+    key = ("torch", name, tuple(int(x) for x in lis), str(device))
+    if key not in trace._f32:
+        trace._f32[key] = torch.stack([torch.from_numpy(trace.f32(name, li)) for li in lis]).to(device)
+    return trace._f32[key]
+
+
+def _causal(n: int, s: int, t: int, device) -> torch.Tensor:
+    """bool [S, T]: position i exists for the query of step s (i <= n + s)."""
+    pos = torch.arange(t, device=device)
+    return pos[None, :] <= (n + torch.arange(s, device=device))[:, None]
+
+
+def _prefill_then_append(keep: torch.Tensor, n: int, s: int, t: int) -> torch.Tensor:
+    """Kept [..., S, T] when the compressed context ``keep`` [..., n] is followed by every decode token."""
+    out = _causal(n, s, t, keep.device).expand(*keep.shape[:-1], s, t).clone()
+    out[..., :n] = keep.unsqueeze(-2)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- eviction
+
+
+def _eviction_scores(trace, lis, policy, budget, rng_for):
+    """Initial float64 scores [L, H, T], per-layer budgets, sinks, protected recent count and update mode."""
+    name, prm = policy.name, policy.params
+    h, t = trace.n_kv_heads, trace.n_tokens
+    mode, sinks, recent = None, 0, 1
+    budgets = [budget] * len(lis)
+    if name in ("window", "recency", "streaming_llm"):
+        scores = [np.broadcast_to(np.arange(t, dtype=np.float64), (h, t)) for _ in lis]
+        if name == "streaming_llm":
+            sinks = int(prm["sinks"])
+            if budget <= sinks:
+                raise KVCacheError(f"streaming_llm keeps {sinks} sinks; the budget ({budget}) must be larger")
+    elif name == "random":
+        scores = [rng_for(li).random((h, t)) for li in lis]
+    elif name == "h2o":
+        sinks = int(prm["sinks"])
+        recent = int(prm["recent"]) if prm["recent"] is not None else max(1, budget // 2)
+        if sinks + recent > budget:
+            raise KVCacheError(f"h2o protects {sinks} sinks + {recent} recent tokens, more than the budget {budget}")
+        scores = [SC.h2o_scores(trace, li) for li in lis]
+        mode = "accumulate"
+    elif name == "tova":
+        scores = [SC.tova_scores(trace, li) for li in lis]
+        mode = "last_query"
+    elif name in ("snapkv", "pyramidkv"):
+        window = _check_window(trace, policy, budget)
+        scores = [SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"]) for li in lis]
+        recent = window
+        if name == "pyramidkv":
+            budgets = pyramid_budgets(budget, window, int(trace.model.get("n_layers", trace.n_layers)),
+                                      float(prm["beta"]), [trace.layers[li] for li in lis])
+    else:  # pragma: no cover - guarded by make_policy
+        raise KVCacheError(f"no evictor for {name}")
+    return np.stack(scores), budgets, sinks, recent, mode
+
+
+def evict_lowest(score: torch.Tensor, in_cache: torch.Tensor, k: int, lo: int, hi: int) -> None:
+    """One eviction of every row (in place): drop the ``k`` lowest ``score`` [R, T] (float64) among the cached
+    positions of ``in_cache`` [R, T] in [lo, hi), ties to the oldest (the kernels' `_evict_lowest`)."""
+    t = score.shape[-1]
+    cand = in_cache.clone()
+    cand[:, :lo] = False
+    cand[:, hi:] = False
+    if k == 1:
+        masked = torch.where(cand, score, _INF)
+        drop = masked.argmin(-1)                                        # the first (oldest) minimum
+        all_inf = masked.gather(-1, drop[:, None])[:, 0] == _INF
+        drop = torch.where(all_inf, cand.to(torch.uint8).argmax(-1), drop)  # every candidate +inf: the oldest
+        drop = torch.where(cand.any(-1), drop, t - 1)                   # the kernel's index -1 when none is evictable
+        in_cache.scatter_(1, drop[:, None], False)
+    elif k > 1:
+        in_cache &= ~top_mask(-score, cand, k)
+
+
+def update_scores(score: torch.Tensor, in_cache: torch.Tensor, attn: torch.Tensor, mode: str) -> torch.Tensor:
+    """H2O ("accumulate": add) or TOVA ("last_query": replace) update with one step's attention [R, T] (float32),
+    renormalised over the cached positions in float64."""
+    a = torch.where(in_cache, attn, 0.0).double()
+    mass = a.sum(-1, keepdim=True)
+    share = a / torch.where(mass <= 0.0, 1.0, mass)
+    return torch.where(in_cache, score + share if mode == "accumulate" else share, score)
+
+
+def _evict(trace, lis, policy, budget, device, rng_for):
+    """Kept [L, H, S, T] of an eviction policy scored per position (everything but AdaKV and KVCrush)."""
+    n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
+    n_l = len(lis)
+    if policy.name == "window" and policy.phase == "decode":
+        p = n + torch.arange(s, device=device)[:, None]
+        pos = torch.arange(t, device=device)[None, :]
+        kept = ((pos <= p) & (pos > p - budget)).expand(n_l, h, s, t).clone()
+        return kept, [budget] * n_l, 0
+    scores0, budgets, sinks, recent, mode = _eviction_scores(trace, lis, policy, budget, rng_for)
+    score = torch.from_numpy(np.ascontiguousarray(scores0, dtype=np.float64)).to(device).reshape(n_l * h, t)
+    pos = torch.arange(t, device=device)
+
+    if policy.phase == "prefill":
+        # compress the context once to each layer's budget (sinks and the last `recent` positions protected)
+        row_budget = torch.tensor(budgets, device=device).repeat_interleave(h)
+        cand = (pos[:n] >= sinks) & (pos[:n] < max(sinks, n - recent))
+        evict = top_mask(-score[:, :n], cand.expand(n_l * h, n), (n - row_budget).clamp(min=0))
+        return _prefill_then_append(~evict, n, s, t).reshape(n_l, h, s, t), budgets, sinks
+
+    attn = _layer_stack(trace, "attn", lis, device).reshape(n_l * h, s, t) if mode else None
+    kept = torch.zeros((n_l * h, s, t), dtype=torch.bool, device=device)
+    in_cache = torch.zeros((n_l * h, t), dtype=torch.bool, device=device)
+    in_cache[:, :n] = True
+    size = n
+    for step in range(s):
+        p = n + step
+        in_cache[:, p] = True
+        size += 1
+        if size > budget:
+            evict_lowest(score, in_cache, size - budget, sinks, max(sinks, p - recent + 1))
+            size = budget
+        kept[:, step] = in_cache
+        if mode:
+            score = update_scores(score, in_cache, attn[:, step], mode)
+    return kept.reshape(n_l, h, s, t), budgets, sinks
+
+
+def _adakv(trace, lis, policy, budget, device):
+    prm = policy.params
+    h, n, s, t = trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens
+    window = _check_window(trace, policy, budget)
+    prefix = n - window
+    keep = torch.zeros((len(lis), h, n), dtype=torch.bool, device=device)
+    keep[..., prefix:] = True
+    share = budget - window
+    if n <= budget:
+        keep[:] = True
+    else:
+        scores = torch.from_numpy(np.stack([
+            SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])[:, :prefix] for li in lis
+        ])).to(device)
+        floor = int(float(prm["floor"]) * share)
+        order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+        keep[..., :prefix].scatter_(-1, order[..., :floor], True)
+        extra = h * share - h * floor
+        if extra > 0:
+            rest = torch.where(keep[..., :prefix], -_INF, scores).reshape(len(lis), h * prefix)
+            top = torch.sort(rest, dim=-1, descending=True, stable=True).indices[:, :extra]
+            flat = keep[..., :prefix].reshape(len(lis), h * prefix)
+            flat.scatter_(-1, top, True)
+            keep[..., :prefix] = flat.reshape(len(lis), h, prefix)
+    return _prefill_then_append(keep, n, s, t)
+
+
+def _kvcrush(trace, lis, policy, budget, device, rng_for):
+    """KVCrush (see `replay.kvcrush_keep`) for all layers and heads at once."""
+    prm = policy.params
+    h, n, s, t = trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens
+    n_l = len(lis)
+    window = _check_window(trace, policy, budget)
+    prefix, share = n - window, budget - window
+    keep = torch.zeros((n_l, h, n), dtype=torch.bool, device=device)
+    keep[..., prefix:] = True
+    if n <= budget:
+        return _prefill_then_append(torch.ones_like(keep), n, s, t)
+    r = min(share, max(1, int(round(float(prm["fraction"]) * share))))
+    base_k = share - r
+    if prm["base"] == "snapkv":
+        base = [SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"]) for li in lis]
+    elif prm["base"] == "h2o":
+        base = [SC.h2o_scores(trace, li) for li in lis]
+    else:
+        base = [SC.tova_scores(trace, li) for li in lis]
+    base = torch.from_numpy(np.stack(base)[..., :prefix]).to(device)               # [L, H, prefix]
+    order = torch.sort(base, dim=-1, descending=True, stable=True).indices
+    keep[..., :prefix].scatter_(-1, order[..., :base_k], True)
+    if r == 0:
+        return _prefill_then_append(keep, n, s, t)
+    sig = torch.from_numpy(np.stack([SC.head_signatures(trace, li) for li in lis])).to(device)  # [L, n, Q]
+    q = sig.shape[-1]
+    if prm["anchor"] == "mean":
+        ref = (sig[:, :prefix].double().mean(dim=1) >= 0.5)[:, None, :].expand(n_l, h, q)
+    elif prm["anchor"] == "alternate":
+        ref = (torch.arange(q, device=device) % 2).bool().expand(n_l, h, q)
+    else:  # one draw per head, in the order the numba path draws them
+        gens = [rng_for(li) for li in lis]
+        ref = torch.from_numpy(np.stack([[g.random(q) < 0.5 for _ in range(h)] for g in gens])).to(device)
+    cand = torch.sort(order[..., base_k:], dim=-1).values                          # [L, H, C] ascending
+    c = cand.shape[-1]
+    cand_sig = torch.gather(sig[:, None].expand(n_l, h, n, q), 2, cand[..., None].expand(n_l, h, c, q))
+    dist = (cand_sig != ref[:, :, None, :]).sum(-1)
+    grouped = torch.gather(cand, -1, torch.sort(dist, dim=-1, stable=True).indices)  # by (distance, position)
+    # np.array_split(grouped, r): the first c % r groups hold c // r + 1 positions, the others c // r
+    size, big = divmod(c, r)
+    j = torch.arange(c, device=device)
+    group = torch.where(j < big * (size + 1), j // (size + 1), big + (j - big * (size + 1)) // max(size, 1))
+    vals = torch.gather(base, -1, grouped)
+    idx = group.expand(n_l, h, c)
+    best = torch.full((n_l, h, r), -_INF, dtype=vals.dtype, device=device).scatter_reduce(
+        -1, idx, vals, "amax", include_self=True)
+    first = torch.full((n_l, h, r), c, device=device).scatter_reduce(
+        -1, idx, torch.where(vals == best.gather(-1, idx), j, c), "amin", include_self=True)
+    present = first < c                                                             # empty groups keep nothing
+    chosen = torch.gather(grouped, -1, first.clamp(max=c - 1))
+    picked = torch.zeros((n_l, h, prefix), dtype=torch.int32, device=device)
+    picked.scatter_add_(-1, chosen, present.to(torch.int32))
+    keep[..., :prefix] |= picked > 0
+    return _prefill_then_append(keep, n, s, t)
+
+
+# ---------------------------------------------------------------------------------------------- selection
+
+
+def _select(scores: torch.Tensor, n: int, budget: int) -> torch.Tensor:
+    """Kept [..., S, T] keeping the current position plus the ``budget - 1`` best earlier ``scores`` [..., S, T]."""
+    s, t = scores.shape[-2:]
+    p = n + torch.arange(s, device=scores.device)[:, None]
+    pos = torch.arange(t, device=scores.device)[None, :]
+    return top_mask(scores, (pos < p).expand(scores.shape), budget - 1) | (pos == p)
+
+
+def _quest(trace, li, budget, page, device) -> torch.Tensor:
+    """Quest for one layer, all heads and steps at once: kept [H, S, T]."""
+    h, n, s, t, d = trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens, trace.head_dim
+    queries = torch.from_numpy(trace.f32("queries", li)).to(device).reshape(h, trace.group_size, t, d)[:, :, n:]
+    keys = torch.from_numpy(trace.f32("keys", li)).to(device)
+    n_full = t // page
+    pages = keys[:, : n_full * page].reshape(h, n_full, page, d)
+    kmin, kmax = pages.amin(2), pages.amax(2)                                        # [H, P, D]
+    p = n + torch.arange(s, device=device)[:, None]
+    pos = torch.arange(t, device=device)[None, :]
+    cur = p // page
+    kept = ((pos >= cur * page) & (pos <= p)).expand(h, s, t).clone()               # the current page
+    n_pages = budget // page
+    if n_pages > 1:
+        # bound[h, g, s, j] = sum_d max(q_d * kmin_jd, q_d * kmax_jd): float32 products, float64 sum in the
+        # kernel's order over d (bit-identical bounds; one [H, G, S, P] slab at a time, no [.., P, D] temporary)
+        qd = queries.permute(3, 0, 1, 2)[..., None]                                 # [D, H, G, S, 1]
+        lo, hi = (x.permute(2, 0, 1)[:, :, None, None, :] for x in (kmin, kmax))    # [D, H, 1, 1, P]
+        bound = torch.zeros((h, trace.group_size, s, n_full), dtype=torch.float64, device=device)
+        for c in range(d):
+            bound += torch.maximum(qd[c] * lo[c], qd[c] * hi[c])
+        best = bound.amax(1)                                                        # [H, S, P]
+        chosen = top_mask(best, (torch.arange(n_full, device=device)[None, :] < cur).expand_as(best), n_pages - 1)
+        kept[..., : n_full * page] |= chosen.repeat_interleave(page, dim=-1)
+    return kept | ((pos <= p) & (p + 1 <= budget))
+
+
+def _selection(trace, lis, policy, budget, device) -> torch.Tensor:
+    name, prm = policy.name, policy.params
+    n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
+    if name == "quest":
+        page = int(prm["page"])
+        if budget < page:
+            raise KVCacheError(f"quest keeps whole pages of {page} tokens; the budget ({budget}) must be at least "
+                               "one page")
+        return torch.stack([_quest(trace, li, budget, page, device) for li in lis])
+    kept = torch.zeros((len(lis), h, s, t), dtype=torch.bool, device=device)
+    for j, li in enumerate(lis):
+        if name == "oracle":
+            sc = torch.from_numpy(trace.f32("attn", li))
+        elif name == "tokenselect":
+            sc = torch.from_numpy(SC.tokenselect_scores(trace, li).astype(np.float32))[None]
+        elif name == "fasa":
+            sc = torch.from_numpy(np.ascontiguousarray(
+                SC.fasa_scores(trace, li, int(prm["chunks"]), int(prm["calibration"])), dtype=np.float32))
+        else:  # hisa
+            block = int(prm["block"])
+            blocks = int(prm["blocks"]) if prm["blocks"] is not None else max(1, -(-2 * budget // block))
+            sc = torch.from_numpy(SC.hisa_scores(trace, li, block, blocks))
+        kept[j] = _select(sc.to(device), n, budget)
+    return kept
+
+
+# -------------------------------------------------------------------------------------------------- entry
+
+
+def replay_kept(trace: KVTrace, policy: Policy, budget: int, layer_indices, *, seed: int = 0, device=None):
     """Kept mask bool [L, H, S, T] (numpy), per-layer budgets int64 [L] and the number of protected sinks, for
     ``policy`` (a filled-in `Policy`) at ``budget`` tokens over the trace layers ``layer_indices``; identical to
-    the numba path. ``device`` defaults to CUDA when available, else CPU."""
-    raise NotImplementedError("the torch backend is being written")
+    the numba path. ``device`` defaults to CUDA when available, else CPU.
+
+    Raises `KVCacheError` for parameters that leave no room in the budget (as `replay` does)."""
+    device = default_device() if device is None else torch.device(device)
+    lis = [int(x) for x in layer_indices]
+    n, s, t = trace.n_prefill, trace.n_steps, trace.n_tokens
+    budget = int(budget)
+    sinks = 0
+    layer_budgets = [budget] * len(lis)
+
+    def rng_for(li):  # the generator the numba path uses for layer li
+        return np.random.default_rng([int(seed), int(trace.layers[li])])
+
+    if not lis:
+        kept = torch.zeros((0, trace.n_kv_heads, s, t), dtype=torch.bool)
+    elif policy.kind == "full":
+        kept = _causal(n, s, t, device).expand(len(lis), trace.n_kv_heads, s, t)
+        layer_budgets = [t] * len(lis)
+    elif policy.name == "adakv":
+        kept = _adakv(trace, lis, policy, budget, device)
+    elif policy.name == "kvcrush":
+        kept = _kvcrush(trace, lis, policy, budget, device, rng_for)
+    elif policy.kind == "eviction":
+        kept, layer_budgets, sinks = _evict(trace, lis, policy, budget, device, rng_for)
+    else:
+        kept = _selection(trace, lis, policy, budget, device)
+    kept = np.ascontiguousarray(kept.cpu().numpy())
+    return kept, np.asarray(layer_budgets, dtype=np.int64), int(sinks)

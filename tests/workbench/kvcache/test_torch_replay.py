@@ -1,0 +1,100 @@
+"""The torch backend (`workbench.kvcache.torch_replay`) gives exactly the numba path's kept masks, layer budgets
+and sinks for every policy: on the real SmolLM2 trace, on tie-heavy synthetic traces (budgets from 1 to the whole
+trace), and on CUDA when a GPU is present; and it refuses the same parameters with `KVCacheError`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.workbench.kvcache.test_policies import ALL_POLICIES, SYNTHETIC, _policies_for, _rejected
+from workbench.errors import KVCacheError
+from workbench.kvcache import POLICY_NAMES, make_policy, replay
+from workbench.kvcache.policies import resolve_budget
+from workbench.kvcache.torch_replay import replay_kept, top_mask
+
+REAL_LAYERS = [0, 14, 29]
+REAL_POLICIES = [make_policy(n) for n in POLICY_NAMES] + [
+    make_policy("h2o", sinks=4, recent=8), make_policy("streaming_llm", phase="prefill"),
+    make_policy("tova", phase="prefill"), make_policy("kvcrush", base="h2o", anchor="random"),
+    make_policy("random", seed=5), make_policy("quest", page=8)]
+
+
+def _assert_same(trace, policy, budget, layers=None, device=None):
+    """Torch masks, layer budgets and sinks == the numba path's."""
+    ref = replay(trace, policy, budget, layers=layers, metrics=False, backend="numba")
+    if device is None:
+        got = replay(trace, policy, budget, layers=layers, metrics=False, backend="torch")
+        kept, budgets, sinks = got.kept, got.layer_budgets, got.sinks
+    else:
+        lis = [trace.layer_index(x) for x in layers] if layers is not None else list(range(trace.n_layers))
+        kept, budgets, sinks = replay_kept(trace, policy, ref.budget, lis, seed=int(policy.params.get("seed", 0)),
+                                           device=device)
+    where = np.argwhere(kept != ref.kept)
+    assert where.size == 0, (
+        f"{policy.label()} at budget {budget}: {len(where)} cells differ from numba; first "
+        f"(layer index, head, step, position): {where[:5].tolist()}")
+    assert kept.dtype == bool and kept.shape == ref.kept.shape
+    assert budgets.tolist() == ref.layer_budgets.tolist()
+    assert sinks == ref.sinks
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("budget", [24, 0.25])
+@pytest.mark.parametrize("policy", REAL_POLICIES, ids=lambda p: p.label())
+def test_torch_matches_numba_on_the_real_trace(kv_trace, policy, budget):
+    _assert_same(kv_trace, policy, budget, layers=REAL_LAYERS)
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES, ids=lambda p: p.label())
+def test_torch_matches_numba_on_tie_heavy_synthetic_traces(policy):
+    """Random and tie-heavy traces, budgets from 1 to the whole trace; refusals must agree too."""
+    for trace in SYNTHETIC:
+        for budget in (1, 2, 3, 5, 8, 0.3, trace.n_prefill, trace.n_tokens):
+            tokens = resolve_budget(budget, trace.n_prefill, trace.n_tokens)
+            for pol in _policies_for(policy, tokens):
+                if _rejected(trace, pol, tokens):
+                    with pytest.raises(KVCacheError):
+                        replay(trace, pol, budget, backend="torch")
+                    continue
+                _assert_same(trace, pol, budget)
+
+
+def test_auto_backend_and_bad_backend():
+    trace = SYNTHETIC[1]
+    auto = replay(trace, "h2o", 5, metrics=False)  # numba without a GPU, torch with one: the same masks
+    np.testing.assert_array_equal(auto.kept, replay(trace, "h2o", 5, metrics=False, backend="torch").kept)
+    with pytest.raises(KVCacheError, match="backend"):
+        replay(trace, "h2o", 5, backend="jax")
+
+
+def test_torch_replay_metrics_equal_numba():
+    trace = SYNTHETIC[0]
+    a = replay(trace, "tova", 6, backend="numba")
+    b = replay(trace, "tova", 6, backend="torch")
+    np.testing.assert_array_equal(a.mass, b.mass)
+    np.testing.assert_array_equal(a.iou, b.iou)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 4, 6, 9])
+def test_top_mask_takes_ties_in_position_order(k):
+    x = torch.tensor([[1.0, 3.0, 3.0, -np.inf, 3.0, 2.0, 2.0, 0.0]])
+    valid = torch.tensor([[True, True, True, True, False, True, True, True]])
+    got = top_mask(x, valid, k)[0].tolist()
+    order = sorted((i for i in range(8) if valid[0, i]), key=lambda i: (-x[0, i].item(), i))
+    assert got == [i in order[:k] for i in range(8)]
+    per_row = top_mask(x.expand(2, 8), valid.expand(2, 8), torch.tensor([k, 0]))
+    assert per_row[0].tolist() == got and not per_row[1].any()
+
+
+@pytest.mark.gpu
+@pytest.mark.model
+@pytest.mark.parametrize("policy", REAL_POLICIES, ids=lambda p: p.label())
+def test_torch_on_cuda_matches_numba(kv_trace, policy):
+    for budget in (24, 0.25):
+        _assert_same(kv_trace, policy, budget, layers=REAL_LAYERS, device="cuda")
+    for trace in SYNTHETIC[:2]:
+        for budget in (3, 8, trace.n_prefill):
+            if not _rejected(trace, policy, budget):
+                _assert_same(trace, policy, budget, device="cuda")
