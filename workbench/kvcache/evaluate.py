@@ -154,6 +154,18 @@ class QualitySweep:
     qualities: list
     trace: KVTrace = field(repr=False)
 
+    def with_passkey(self, passkey: PasskeyResult) -> QualitySweep:
+        """A copy whose ``passkey`` column holds ``passkey``'s accuracy where its (policy, budget) matches a row;
+        other rows stay NaN. No model is run."""
+        table = self.table.copy()
+        table["passkey"] = np.nan
+        acc = passkey.accuracy()
+        for i, row in table.iterrows():
+            hit = acc[(acc.policy == row.policy) & (acc.budget == row.budget)]
+            if len(hit):
+                table.loc[i, "passkey"] = float(hit.accuracy.iloc[0])
+        return QualitySweep(table=table, qualities=self.qualities, trace=self.trace)
+
 
 def quality_sweep(text: str | None, policies: Sequence, budgets: Sequence, *, model=None, tokenizer=None,
                   decode_steps: int | None = 64, trace: KVTrace | None = None, passkey: PasskeyResult | None = None,
@@ -183,13 +195,8 @@ def quality_sweep(text: str | None, policies: Sequence, budgets: Sequence, *, mo
                 progress(done, total)
     table = pd.DataFrame([q.row() for q in out])
     table["passkey"] = np.nan
-    if passkey is not None:
-        acc = passkey.accuracy()
-        for i, row in table.iterrows():
-            hit = acc[(acc.policy == row.policy) & (acc.budget == row.budget)]
-            if len(hit):
-                table.loc[i, "passkey"] = float(hit.accuracy.iloc[0])
-    return QualitySweep(table=table, qualities=out, trace=trace)
+    sweep = QualitySweep(table=table, qualities=out, trace=trace)
+    return sweep if passkey is None else sweep.with_passkey(passkey)
 
 
 # -- passkey retrieval -------------------------------------------------------------------------------------------

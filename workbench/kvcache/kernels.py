@@ -57,11 +57,24 @@ def _evict_lowest(score, in_cache, k, lo, hi):
 
 
 @njit(cache=True)
+def _compact(in_cache, upto, idx):
+    """Write the cached positions < ``upto`` into ``idx`` in position order; returns their count."""
+    m = 0
+    for i in range(upto):
+        if in_cache[i]:
+            idx[m] = i
+            m += 1
+    return m
+
+
+@njit(cache=True)
 def evict_head(scores0, attn, n_pre, budget, n_sinks, n_recent, mode, decode_evict, kept):
-    """Replay one KV head's eviction. ``scores0`` float64 [T], ``attn`` float32 [S, T], ``kept`` bool [S, T] (out).
+    """Replay one KV head's eviction. ``scores0`` float64 [T], ``attn`` float32 [S, T], ``kept`` bool [S, T] (out,
+    must start all False).
 
     ``decode_evict`` False: compress the context once to ``budget`` (protecting sinks and the last ``n_recent``
     context positions), then append. True: after adding each decode token, evict down to ``budget``.
+    The cache is held as a position-ordered list, so a decode step costs O(cache size), not O(positions).
     """
     t = scores0.shape[0]
     n_steps = attn.shape[0]
@@ -72,28 +85,55 @@ def evict_head(scores0, attn, n_pre, budget, n_sinks, n_recent, mode, decode_evi
     if not decode_evict and n_pre > budget:
         _evict_lowest(score, in_cache, n_pre - budget, n_sinks, max(n_sinks, n_pre - n_recent))
         size = budget
+    idx = np.empty(t, np.int64)
+    m = _compact(in_cache, n_pre, idx)
     for s in range(n_steps):
         p = n_pre + s
         in_cache[p] = True
+        idx[m] = p
+        m += 1
         size += 1
         if decode_evict and size > budget:
-            _evict_lowest(score, in_cache, size - budget, n_sinks, max(n_sinks, p - n_recent + 1))
+            hi = max(n_sinks, p - n_recent + 1)
+            if size - budget > 1:  # a context larger than the budget, compressed at the first step
+                _evict_lowest(score, in_cache, size - budget, n_sinks, hi)
+                m = _compact(in_cache, p + 1, idx)
+            else:
+                best = -1
+                best_score = np.inf
+                first = -1
+                for j in range(m):
+                    i = idx[j]
+                    if i >= hi:
+                        break
+                    if i < n_sinks:
+                        continue
+                    if first < 0:
+                        first = j
+                    if score[i] < best_score:
+                        best = j
+                        best_score = score[i]
+                if best < 0:  # every candidate scored +inf: evict the oldest
+                    best = first
+                in_cache[idx[best]] = False
+                for j in range(best, m - 1):
+                    idx[j] = idx[j + 1]
+                m -= 1
             size = budget
-        for i in range(p + 1):
-            kept[s, i] = in_cache[i]
+        for j in range(m):
+            kept[s, idx[j]] = True
         if mode == MODE_ACCUMULATE or mode == MODE_LAST_QUERY:
             mass = 0.0
-            for i in range(p + 1):
-                if in_cache[i]:
-                    mass += attn[s, i]
+            for j in range(m):
+                mass += attn[s, idx[j]]
             if mass <= 0.0:
                 mass = 1.0
-            for i in range(p + 1):
-                if in_cache[i]:
-                    if mode == MODE_ACCUMULATE:
-                        score[i] += attn[s, i] / mass
-                    else:
-                        score[i] = attn[s, i] / mass
+            for j in range(m):
+                i = idx[j]
+                if mode == MODE_ACCUMULATE:
+                    score[i] += attn[s, i] / mass
+                else:
+                    score[i] = attn[s, i] / mass
 
 
 @njit(cache=True, parallel=True)
@@ -104,24 +144,104 @@ def evict_heads(scores0, attn, n_pre, budgets, n_sinks, n_recent, mode, decode_e
 
 
 @njit(cache=True)
-def _topk_mask(vals, k, out):
-    """Set ``out[i]`` for the ``k`` largest ``vals`` (ties: lowest index first)."""
-    n = vals.shape[0]
+def _kth_largest(buf, n, k):
+    """The ``k``-th largest of ``buf[:n]`` (1 <= k <= n); reorders ``buf``. Quickselect with a three-way
+    partition (ties and -inf are fine), median-of-three pivots."""
+    lo = 0
+    hi = n - 1
+    target = k - 1  # index in descending order
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        a = buf[lo]
+        b = buf[mid]
+        c = buf[hi]
+        if a < b:
+            a, b = b, a
+        if b < c:
+            b = c
+            if a < b:
+                b = a
+        pivot = b  # median of a, b, c
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:  # [lo, lt) > pivot, [lt, i) == pivot, (gt, hi] < pivot
+            v = buf[i]
+            if v > pivot:
+                buf[i] = buf[lt]
+                buf[lt] = v
+                lt += 1
+                i += 1
+            elif v < pivot:
+                buf[i] = buf[gt]
+                buf[gt] = v
+                gt -= 1
+            else:
+                i += 1
+        if target < lt:
+            hi = lt - 1
+        elif target > gt:
+            lo = gt + 1
+        else:
+            return pivot
+    return buf[lo]
+
+
+SAMPLE = 128  # sample size of `_kth_largest_of`; scratch buffers hold n + SAMPLE elements
+
+
+@njit(cache=True)
+def _kth_largest_of(vals, n, k, buf):
+    """The ``k``-th largest of ``vals[:n]`` without reordering ``vals``; ``buf``: scratch of n + SAMPLE elements.
+
+    Floyd-Rivest style: two pivots picked from a strided sample bracket the k-th value, one branch-free pass counts
+    the values above the band and gathers the band, and quickselect runs on the band only (about a quarter of
+    the work of quickselect on the whole row); if the band misses, quickselect on the whole row."""
+    m = SAMPLE
+    if n > 4 * m:
+        samp = buf[n:n + m]
+        stride = n // m
+        for j in range(m):
+            samp[j] = vals[j * stride]
+        r = (k * m) // n
+        margin = 3 * int(np.sqrt(m * (k / n) * (1.0 - k / n))) + 3
+        up = r - margin
+        dn = r + margin
+        hi = np.inf if up < 0 else _kth_largest(samp, m, up + 1)
+        lo = -np.inf if dn > m - 1 else _kth_largest(samp, m, dn + 1)
+        above = 0
+        c = 0
+        for i in range(n):
+            v = vals[i]
+            above += v > hi
+            buf[c] = v
+            c += (v >= lo) & (v <= hi)
+        if above < k and k <= above + c:
+            return _kth_largest(buf, c, k - above)
+    for i in range(n):
+        buf[i] = vals[i]
+    return _kth_largest(buf, n, k)
+
+
+@njit(cache=True)
+def _topk_into(vals, n, k, buf, out):
+    """Set ``out[i]`` for the ``k`` largest of ``vals[:n]`` (ties: lowest index first); ``buf`` is scratch of at
+    least ``n + SAMPLE`` elements of ``vals``' dtype. ``out`` is only set, never cleared."""
     if k >= n:
         out[:n] = True
         return
     if k <= 0:
         return
-    thr = np.partition(-vals, k - 1)[k - 1]  # -(k-th largest)
+    thr = _kth_largest_of(vals, n, k, buf)
     taken = 0
     for i in range(n):
-        if -vals[i] < thr:
-            out[i] = True
-            taken += 1
+        above = vals[i] > thr
+        out[i] |= above
+        taken += above
     for i in range(n):
         if taken >= k:
             break
-        if -vals[i] == thr and not out[i]:
+        if vals[i] == thr:
             out[i] = True
             taken += 1
 
@@ -129,15 +249,15 @@ def _topk_mask(vals, k, out):
 @njit(cache=True)
 def select_head(scores, n_pre, budget, kept):
     """Per-step selection for one head: ``scores`` float32 [S, T]; keeps the current position plus the
-    ``budget - 1`` best-scored earlier positions (all of them while ``p + 1 <= budget``)."""
+    ``budget - 1`` best-scored earlier positions (all of them while ``p + 1 <= budget``). ``kept`` must start
+    all False."""
+    buf = np.empty(scores.shape[1] + SAMPLE, scores.dtype)
     for s in range(scores.shape[0]):
         p = n_pre + s
         if p + 1 <= budget:
             kept[s, : p + 1] = True
             continue
-        row = np.zeros(p, np.bool_)
-        _topk_mask(scores[s, :p].astype(np.float64), budget - 1, row)
-        kept[s, :p] = row
+        _topk_into(scores[s], p, budget - 1, buf, kept[s])
         kept[s, p] = True
 
 
@@ -163,28 +283,14 @@ def page_bounds(q, kmin, kmax):
 
 
 @njit(cache=True)
-def quest_head(queries, keys, n_pre, budget, page, kept):
-    """Quest for one KV head. ``queries`` float32 [G, T, D] (the group's query heads), ``keys`` [T, D].
+def quest_head(bounds, n_pre, budget, page, kept):
+    """Quest for one KV head from its page bounds ``bounds`` float64 [S, P] (`scores.quest_page_bounds`).
 
     Pages are ``page`` consecutive positions; at step s the page holding ``p`` is always kept and the other
-    ``budget // page - 1`` pages with the highest bound (max over the group's heads) are kept whole."""
-    t, d = keys.shape
-    n_full = t // page
-    kmin = np.empty((n_full, d), np.float32)
-    kmax = np.empty((n_full, d), np.float32)
-    for j in range(n_full):
-        for c in range(d):
-            lo = keys[j * page, c]
-            hi = lo
-            for i in range(j * page + 1, (j + 1) * page):
-                v = keys[i, c]
-                if v < lo:
-                    lo = v
-                if v > hi:
-                    hi = v
-            kmin[j, c] = lo
-            kmax[j, c] = hi
+    ``budget // page - 1`` complete earlier pages with the highest bound are kept whole."""
     n_pages = budget // page
+    buf = np.empty(bounds.shape[1] + SAMPLE, np.float64)
+    chosen = np.zeros(bounds.shape[1], np.bool_)
     for s in range(kept.shape[0]):
         p = n_pre + s
         if p + 1 <= budget:
@@ -195,14 +301,8 @@ def quest_head(queries, keys, n_pre, budget, page, kept):
             kept[s, i] = True
         if n_pages <= 1 or cur == 0:
             continue
-        best = np.full(cur, -np.inf)
-        for g in range(queries.shape[0]):
-            b = page_bounds(queries[g, p], kmin[:cur], kmax[:cur])
-            for j in range(cur):
-                if b[j] > best[j]:
-                    best[j] = b[j]
-        chosen = np.zeros(cur, np.bool_)
-        _topk_mask(best, n_pages - 1, chosen)
+        chosen[:cur] = False
+        _topk_into(bounds[s], cur, n_pages - 1, buf, chosen)
         for j in range(cur):
             if chosen[j]:
                 for i in range(j * page, (j + 1) * page):
@@ -210,10 +310,10 @@ def quest_head(queries, keys, n_pre, budget, page, kept):
 
 
 @njit(cache=True, parallel=True)
-def quest_heads(queries, keys, n_pre, budget, page, kept):
-    """`quest_head` for every head: ``queries`` [H, G, T, D], ``keys`` [H, T, D], ``kept`` [H, S, T]."""
-    for h in prange(keys.shape[0]):
-        quest_head(queries[h], keys[h], n_pre, budget, page, kept[h])
+def quest_heads(bounds, n_pre, budget, page, kept):
+    """`quest_head` for every head: ``bounds`` [H, S, P], ``kept`` [H, S, T]."""
+    for h in prange(bounds.shape[0]):
+        quest_head(bounds[h], n_pre, budget, page, kept[h])
 
 
 @njit(cache=True)
@@ -247,6 +347,7 @@ def retention_metrics(attn, kept, n_pre, mass, iou, n_kept):
     threshold count in the policy's favour."""
     n_h, n_s, _ = attn.shape
     for h in prange(n_h):
+        buf = np.empty(attn.shape[2] + SAMPLE, attn.dtype)
         for s in range(n_s):
             p = n_pre + s
             total = 0.0
@@ -266,8 +367,8 @@ def retention_metrics(attn, kept, n_pre, mass, iou, n_kept):
             inter = 1 if kept[h, s, p] else 0
             m = k - 1  # earlier positions in the oracle set
             if m > 0:
-                row = attn[h, s, :p].astype(np.float64)
-                thr = -np.partition(-row, m - 1)[m - 1]
+                row = attn[h, s]
+                thr = _kth_largest_of(row, p, m, buf)
                 above = 0
                 kept_above = 0
                 kept_tie = 0

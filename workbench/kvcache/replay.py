@@ -18,6 +18,7 @@ import numpy as np
 from workbench.errors import KVCacheError
 from workbench.kvcache import kernels as K
 from workbench.kvcache import scores as SC
+from workbench.kvcache import select_kernels as SK
 from workbench.kvcache.policies import Policy, make_policy, pyramid_budgets, resolve_budget
 from workbench.kvcache.runner import torch_available_cuda as torch_cuda_available
 from workbench.kvcache.trace import KVTrace
@@ -248,19 +249,24 @@ def _kvcrush_layer(trace, li, policy, budget, kept_l, rng):
 def _select_layer(trace, li, policy, budget, kept_l):
     name, prm = policy.name, policy.params
     n = trace.n_prefill
+    g, scaling = trace.group_size, np.float32(trace.scaling)
+    how = SK.AGG_MEAN if trace.gqa == "mean" else SK.AGG_MAX
     if name == "oracle":
         K.select_heads(trace.f32("attn", li), n, budget, kept_l)
-    elif name == "tokenselect":
+    elif name == "tokenselect":  # every query head of the layer votes on one shared selection
         one = np.zeros(kept_l.shape[1:], bool)
-        K.select_head(SC.tokenselect_scores(trace, li).astype(np.float32), n, budget, one)
+        SK.softmax_select_head(SC.raw_logits(trace, li), n, scaling, SK.AGG_SUM, budget, one)
         kept_l[:] = one[None]
     elif name == "fasa":
-        sc = SC.fasa_scores(trace, li, int(prm["chunks"]), int(prm["calibration"]))
-        K.select_heads(np.ascontiguousarray(sc, dtype=np.float32), n, budget, kept_l)
+        half = trace.head_dim // 2
+        chunks = SC.fasa_dominant_chunks(trace, li, min(int(prm["chunks"]), half), int(prm["calibration"]))
+        dims = np.concatenate([chunks, chunks + half], axis=1)
+        SK.softmax_select_heads(SC.raw_logits(trace, li, dims), g, n, scaling, how, budget, kept_l)
     elif name == "hisa":
         block = int(prm["block"])
         blocks = int(prm["blocks"]) if prm["blocks"] is not None else max(1, -(-2 * budget // block))
-        K.select_heads(SC.hisa_scores(trace, li, block, blocks), n, budget, kept_l)
+        SK.hisa_select_heads(SC.raw_logits(trace, li), SC.hisa_coarse(trace, li, block), g, n, scaling, block,
+                             blocks, budget, kept_l)
     elif name == "quest":
         page = int(prm["page"])
         if budget < page:
@@ -268,7 +274,7 @@ def _select_layer(trace, li, policy, budget, kept_l):
                                "one page")
         g = trace.group_size
         q = trace.f32("queries", li).reshape(trace.n_kv_heads, g, trace.n_tokens, -1)
-        K.quest_heads(q, trace.f32("keys", li), n, budget, page, kept_l)
+        K.quest_heads(SC.quest_page_bounds(q, trace.f32("keys", li), n, page), n, budget, page, kept_l)
 
 
 def output_errors(trace: KVTrace, li: int, kept_l: np.ndarray, mass: np.ndarray) -> np.ndarray:

@@ -39,19 +39,28 @@ def tova_scores(trace: KVTrace, li: int) -> np.ndarray:
     return out
 
 
+def raw_logits(trace: KVTrace, li: int, dims=None) -> np.ndarray:
+    """Unscaled q . k of every decode query against every position (future ones included), per query head:
+    float32 [Q, S, T]. One matrix product per KV head (its group's queries stacked); ``dims`` (optional [Q, d']
+    index array) restricts the dot product to those dimensions (then one product per query head)."""
+    g, h = trace.group_size, trace.n_kv_heads
+    q = trace.f32("queries", li)[:, trace.n_prefill:, :]
+    k = trace.f32("keys", li)
+    if dims is None:
+        s, d = q.shape[1], q.shape[2]
+        return np.matmul(q.reshape(h, g * s, d), k.transpose(0, 2, 1)).reshape(h * g, s, -1)
+    k = np.repeat(k, g, axis=0)
+    q = np.take_along_axis(q, dims[:, None, :], axis=2)
+    k = np.take_along_axis(k, dims[:, None, :], axis=2)
+    return np.matmul(q, k.transpose(0, 2, 1))
+
+
 def decode_logits(trace: KVTrace, li: int, dims=None) -> np.ndarray:
     """q . k * scaling of every decode query against every position, per query head: float32 [Q, S, T], future
     positions -inf. ``dims`` (optional [Q, d'] index array) restricts the dot product to those dimensions."""
-    g = trace.group_size
-    q = trace.f32("queries", li)[:, trace.n_prefill:, :]
-    k = np.repeat(trace.f32("keys", li), g, axis=0)
-    if dims is not None:
-        q = np.take_along_axis(q, dims[:, None, :], axis=2)
-        k = np.take_along_axis(k, dims[:, None, :], axis=2)
-    logits = np.matmul(q, k.transpose(0, 2, 1)) * np.float32(trace.scaling)
-    s, t = logits.shape[1], logits.shape[2]
-    future = np.arange(t)[None, :] > (trace.n_prefill + np.arange(s))[:, None]
-    logits[:, future] = -np.inf
+    logits = raw_logits(trace, li, dims) * np.float32(trace.scaling)
+    for si in range(logits.shape[1]):
+        logits[:, si, trace.n_prefill + si + 1:] = -np.inf
     return logits
 
 
@@ -75,20 +84,27 @@ def tokenselect_scores(trace: KVTrace, li: int) -> np.ndarray:
 def fasa_dominant_chunks(trace: KVTrace, li: int, n_chunks: int, calibration: int) -> np.ndarray:
     """FASA's dominant frequency chunks per query head: int64 [Q, n_chunks] indices of RoPE pairs (d, d + D/2).
 
-    A chunk's agreement is the correlation, over context positions, between its partial logits q_c.k_c and the
-    full logits, averaged over the last ``calibration`` context queries; the best ``n_chunks`` are dominant."""
+    A chunk's agreement is the correlation, over the context positions before the last one, between its partial
+    logits q_c . k_c and the full logits q . k, averaged over the last ``calibration`` context queries; the best
+    ``n_chunks`` are dominant. Both logits are linear in the centred keys, so every correlation comes from the
+    keys' D x D scatter matrix C: cov(part_c, full) = q_c . (C q)_c, var(part_c) = q_c' C_cc q_c,
+    var(full) = q' C q (float64)."""
     n, g, half = trace.n_prefill, trace.group_size, trace.head_dim // 2
     c = max(1, min(calibration, n - 1))
-    rows = np.arange(n - c, n)
-    q = trace.queries[li][:, rows, :].astype(np.float32)                       # [Q, c, D]
-    k = np.repeat(trace.keys[li][:, : n - 1, :].astype(np.float32), g, axis=0)  # [Q, n-1, D] (strictly earlier)
-    part = (q[:, :, None, :half] * k[:, None, :, :half]) + (q[:, :, None, half:] * k[:, None, :, half:])
-    full = part.sum(axis=-1, keepdims=True)                                   # [Q, c, n-1, 1]
-    pc = part - part.mean(axis=2, keepdims=True)
-    fc = full - full.mean(axis=2, keepdims=True)
-    num = (pc * fc).sum(axis=2)
-    den = np.sqrt((pc**2).sum(axis=2) * (fc**2).sum(axis=2)) + 1e-12
-    agreement = (num / den).mean(axis=1)                                      # [Q, half]
+    keys = trace.keys[li][:, : n - 1, :].astype(np.float64)                    # [H, n-1, D] (strictly earlier)
+    centred = keys - keys.mean(axis=1, keepdims=True)
+    scatter = np.repeat(np.matmul(centred.transpose(0, 2, 1), centred), g, axis=0)  # [Q, D, D]
+    q = trace.queries[li][:, n - c: n, :].astype(np.float64)                    # [Q, c, D]
+    cq = np.matmul(q, scatter)                                                  # [Q, c, D] (C symmetric)
+    var_full = (q * cq).sum(axis=-1, keepdims=True)                             # [Q, c, 1]
+    lo, hi = q[..., :half], q[..., half:]
+    cov = lo * cq[..., :half] + hi * cq[..., half:]                             # [Q, c, half]
+    d = np.arange(half)
+    c_ll = scatter[:, d, d][:, None, :]
+    c_hh = scatter[:, d + half, d + half][:, None, :]
+    c_lh = scatter[:, d, d + half][:, None, :]
+    var_part = np.maximum(lo * lo * c_ll + 2.0 * lo * hi * c_lh + hi * hi * c_hh, 0.0)
+    agreement = (cov / (np.sqrt(var_part * np.maximum(var_full, 0.0)) + 1e-12)).mean(axis=1)  # [Q, half]
     order = np.argsort(-agreement, axis=1, kind="stable")[:, :n_chunks]
     return np.sort(order, axis=1)
 
@@ -101,19 +117,27 @@ def fasa_scores(trace: KVTrace, li: int, n_chunks: int, calibration: int) -> np.
     return aggregate_group(softmax(decode_logits(trace, li, dims)), trace.group_size, trace.gqa)
 
 
-def hisa_scores(trace: KVTrace, li: int, block: int, n_blocks: int) -> np.ndarray:
-    """HISA's two stages: blocks of ``block`` positions ranked by q . mean(k) (max over the group); the top
-    ``n_blocks`` complete earlier blocks plus the current block are candidates; tokens in them are ranked by
-    q . k (max over the group), every other position -inf. float32 [H, S, T]."""
-    g, n, t = trace.group_size, trace.n_prefill, trace.n_tokens
-    s = trace.n_steps
-    logits = aggregate_group(decode_logits(trace, li), g, "max")              # [H, S, T]
-    nb = t // block
+def hisa_coarse(trace: KVTrace, li: int, block: int) -> np.ndarray:
+    """HISA's block scores: q . mean(block keys), max over the group, for every decode query and every complete
+    block of ``block`` positions. float32 [H, S, B] with B = T // block."""
+    g, n = trace.group_size, trace.n_prefill
+    nb = trace.n_tokens // block
     keys = trace.keys[li, :, : nb * block].astype(np.float32)
     keys = keys.reshape(trace.n_kv_heads, nb, block, trace.head_dim)          # nb = 0 if t < block
     reps = np.repeat(keys.mean(axis=2), g, axis=0)                            # [Q, nb, D]
     q = trace.queries[li, :, n:, :].astype(np.float32)
-    coarse = aggregate_group(np.matmul(q, reps.transpose(0, 2, 1)), g, "max")  # [H, S, nb]
+    return aggregate_group(np.matmul(q, reps.transpose(0, 2, 1)), g, "max")  # [H, S, nb]
+
+
+def hisa_scores(trace: KVTrace, li: int, block: int, n_blocks: int) -> np.ndarray:
+    """HISA's two stages: blocks of ``block`` positions ranked by q . mean(k) (max over the group); the top
+    ``n_blocks`` complete earlier blocks plus the current block are candidates; tokens in them are ranked by
+    q . k (max over the group), every other position -inf. float32 [H, S, T]."""
+    g, n = trace.group_size, trace.n_prefill
+    s = trace.n_steps
+    logits = aggregate_group(decode_logits(trace, li), g, "max")              # [H, S, T]
+    coarse = hisa_coarse(trace, li, block)
+    nb = coarse.shape[2]
     cur = (n + np.arange(s)) // block
     coarse[:, np.arange(nb)[None, :] >= cur[:, None]] = -np.inf               # only complete earlier blocks
     cand = np.zeros_like(logits, dtype=bool)
@@ -127,6 +151,22 @@ def hisa_scores(trace: KVTrace, li: int, block: int, n_blocks: int) -> np.ndarra
                     cand[h, si, b * block:(b + 1) * block] = True
             cand[h, si, cur[si] * block:] = True
     return np.where(cand, logits, -np.inf).astype(np.float32)
+
+
+def quest_page_bounds(queries, keys, n_pre, page):
+    """Quest's page bounds of every decode query, max over a KV head's query group (numpy + BLAS, float64).
+
+    ``queries`` [H, G, T, D], ``keys`` [H, T, D] -> [H, S, P] for the P = T // page complete pages. The bound of
+    a page is sum_d max(q_d * min_d, q_d * max_d) = q+ . max + q- . min (q+ / q- the positive / negative parts
+    of q), so all steps and pages of a head are two matrix products."""
+    h, t, d = keys.shape
+    n_full = t // page
+    k = keys[:, : n_full * page].astype(np.float64).reshape(h, n_full, page, d)
+    kmin, kmax = k.min(axis=2), k.max(axis=2)                                  # [H, P, D]
+    q = queries[:, :, n_pre:].astype(np.float64)                               # [H, G, S, D]
+    bounds = (np.matmul(np.maximum(q, 0.0), kmax[:, None].transpose(0, 1, 3, 2))
+              + np.matmul(np.minimum(q, 0.0), kmin[:, None].transpose(0, 1, 3, 2)))
+    return bounds.max(axis=1)                                                  # [H, S, P]
 
 
 def head_signatures(trace: KVTrace, li: int) -> np.ndarray:

@@ -62,6 +62,15 @@ def test_passkey_probe_full_cache_finds_the_key():
     assert acc[acc.policy == "full"].accuracy.iloc[0] == 1.0
 
 
+def test_sweep_with_passkey_fills_matching_rows_only(kv_trace):
+    res = passkey_probe(["window"], [16], depths=(0.5,), trials=1, n_filler=6)
+    sweep = quality_sweep(None, ["window"], [16, 32], trace=kv_trace)
+    filled = sweep.with_passkey(res).table
+    assert filled.passkey.iloc[0] == 0.0 and np.isnan(filled.passkey.iloc[1])
+    assert sweep.table.passkey.isna().all()  # the original is unchanged
+    assert filled.drop(columns="passkey").equals(sweep.table.drop(columns="passkey"))
+
+
 def test_passkey_text_places_the_needle():
     ctx, q, a = passkey_text(12345, 0.0, 4)
     assert ctx.index("12345") < ctx.index("The grass")
