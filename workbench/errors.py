@@ -55,3 +55,9 @@ class KVCacheError(WorkbenchError, ValueError):
 
 class TraceMismatchError(KVCacheError):
     """A KV trace or retention was used with a model or text other than the one it was captured from."""
+
+
+class RoutingError(WorkbenchError, ValueError):
+    """A MoE router, balance metric or routing trace was given an input it cannot use (NaN/inf logits, k larger
+    than the number of experts or below 1, a capacity factor <= 0, an empty batch, arrays of mismatched shapes,
+    an unreadable or existing trace file ...)."""
