@@ -5,8 +5,9 @@ a) Replay of every policy (defaults) over a real SmolLM2 trace of 4096 tokens = 
    all 30 layers x 3 KV heads (prose: Pride and Prejudice), at a budget of 25% of the context and at 256 tokens:
    `replay(trace, policy, budget, metrics=False, backend=...)`, median of 3 after one warm-up, per policy and in
    total (the target: numba >= 5x faster than torch over all policies). The masks of both backends are compared.
-   Both backends compute the policies' scores with the same numpy helpers (`workbench.kvcache.scores`); their time
-   is measured on its own ("shared scores") so that the totals can also be read without it. Numba with the per-step
+   Both backends call the same numpy helpers (`workbench.kvcache.scores`) for the prefill scores, FASA's
+   calibration and the q . k products (BLAS); their time is measured on its own ("shared scores") so that the
+   totals can also be read without it. The softmaxes, aggregation and top-k are each backend's own. Numba with the per-step
    metrics (`metrics=True`) is timed once per policy. The trace is captured once and cached as safetensors under
    ``<cache_dir>/kvcache_bench/`` (capturing 4k tokens takes about a minute on a 2-core CPU).
 b) One decode step at 32,768 positions for one layer (3 KV heads), synthetic float32 scores: selection
@@ -89,7 +90,12 @@ def _median_time(fn, repeats: int) -> tuple[float, float]:
 
 
 def _score_helpers(trace, name: str, budget: int):
-    """The `scores` helpers (numpy, shared by both backends) that a replay of policy ``name`` (defaults) calls."""
+    """The `scores` helpers (numpy + BLAS) that both backends call in a replay of policy ``name`` (defaults): the
+    prefill scores of the eviction policies, FASA's calibration, and the q . k products of the query-aware
+    selection policies (the torch path then takes its softmax / aggregation in numpy and torch, the numba path in
+    its fused kernels)."""
+    import numpy as np
+
     from workbench.kvcache import make_policy
     from workbench.kvcache import scores as SC
     from workbench.kvcache.replay import _check_window
@@ -103,17 +109,20 @@ def _score_helpers(trace, name: str, budget: int):
             if name == "kvcrush":
                 SC.head_signatures(trace, li)
     elif name in ("h2o", "tova", "tokenselect", "fasa", "hisa"):
+        half = trace.head_dim // 2
         for li in lis:
             if name == "h2o":
                 SC.h2o_scores(trace, li)
             elif name == "tova":
                 SC.tova_scores(trace, li)
             elif name == "tokenselect":
-                SC.tokenselect_scores(trace, li)
+                SC.raw_logits(trace, li)
             elif name == "fasa":
-                SC.fasa_scores(trace, li, int(prm["chunks"]), int(prm["calibration"]))
+                chunks = SC.fasa_dominant_chunks(trace, li, int(prm["chunks"]), int(prm["calibration"]))
+                SC.raw_logits(trace, li, np.concatenate([chunks, chunks + half], axis=1))
             else:
-                SC.hisa_scores(trace, li, int(prm["block"]), max(1, -(-2 * budget // int(prm["block"]))))
+                SC.raw_logits(trace, li)
+                SC.hisa_coarse(trace, li, int(prm["block"]))
 
 
 def _time_policy(trace, name, budget, repeats: int) -> dict:
