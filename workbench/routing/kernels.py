@@ -17,16 +17,16 @@ from numba import njit
 
 
 @njit(cache=True)
-def topk_row(vals, k, out):
-    """Write into ``out[:k]`` the indices of the ``k`` largest ``vals`` (ties: lower index), best first.
+def topk_range(vals, lo, hi, k, out, best):
+    """Write into ``out[:k]`` the indices of the ``k`` largest of ``vals[lo:hi]`` (indices into ``vals``;
+    ties: lower index), best first; ``best`` is float64 scratch of size >= k (no allocation per token).
 
-    ``vals=[0.1, 0.5, 0.5, 0.2], k=2 -> out=[1, 2]``.
+    ``vals=[0.1, 0.5, 0.5, 0.2], lo=0, hi=4, k=2 -> out=[1, 2]``.
     """
     if k <= 0:
         return
-    best = np.empty(k, np.float64)
     cnt = 0
-    for i in range(vals.shape[0]):
+    for i in range(lo, hi):
         v = vals[i]
         if cnt == k and not (v > best[k - 1]):
             continue
@@ -43,13 +43,34 @@ def topk_row(vals, k, out):
 
 
 @njit(cache=True)
+def topk_row(vals, k, out):
+    """Write into ``out[:k]`` the indices of the ``k`` largest ``vals`` (ties: lower index), best first.
+
+    ``vals=[0.1, 0.5, 0.5, 0.2], k=2 -> out=[1, 2]``.
+    """
+    topk_range(vals, 0, vals.shape[0], k, out, np.empty(max(k, 1), np.float64))
+
+
+@njit(cache=True)
 def topk_rows(scores, k):
     """Row-wise `topk_row`: ``scores`` float64 [T, E] -> int32 [T, k]."""
-    n = scores.shape[0]
+    n, e = scores.shape
     out = np.empty((n, k), np.int32)
     buf = np.empty(k, np.int64)
+    best = np.empty(k, np.float64)
     for t in range(n):
-        topk_row(scores[t], k, buf)
+        row = scores[t]
+        if k == 1:  # argmax, first maximum (selects rather than branches: random data mispredicts)
+            bv = row[0]
+            b = 0
+            for i in range(1, e):
+                v = row[i]
+                gt = v > bv
+                b = i if gt else b
+                bv = v if gt else bv
+            out[t, 0] = b
+            continue
+        topk_range(row, 0, e, k, buf, best)
         for j in range(k):
             out[t, j] = buf[j]
     return out
@@ -57,24 +78,61 @@ def topk_rows(scores, k):
 
 @njit(cache=True)
 def softmax_rows(logits):
-    """Softmax over the last axis of float64 [T, E] (max-shifted; the normaliser sums the sorted exponentials)."""
+    """Softmax over the last axis of float64 [T, E] (max-shifted; the normaliser sums the sorted
+    exponentials).
+
+    Summing the sorted exponentials makes a token's probabilities independent of the order of its experts, so
+    permuted rows tie exactly and the earlier-token rule decides, not rounding. The sort is a bitonic sorting
+    network (in the form where every comparator puts the smaller value first) run on a block of tokens at
+    once: the block is stored experts x tokens and each compare-exchange is a min/max across the block's
+    tokens, which vectorises. E is padded to a power of two with (virtual) +inf, which such a network never
+    moves, so comparators that touch the padding are skipped. The left-to-right sum of the sorted values is
+    the same whatever sorted them.
+    """
     n, e = logits.shape
     out = np.empty((n, e), np.float64)
-    for t in range(n):
-        m = logits[t, 0]
-        for i in range(1, e):
-            if logits[t, i] > m:
-                m = logits[t, i]
+    width = 1
+    while width < e:
+        width *= 2
+    block = 32
+    buf = np.empty((e, block), np.float64)  # one column per token of the block
+    total = np.empty(block, np.float64)
+    for t0 in range(0, n, block):
+        nb = min(block, n - t0)
+        for b in range(nb):
+            t = t0 + b
+            m = logits[t, 0]
+            for i in range(1, e):
+                v = logits[t, i]
+                m = v if v > m else m
+            for i in range(e):
+                v = np.exp(logits[t, i] - m)
+                out[t, i] = v
+                buf[i, b] = v
+        size = 2
+        while size <= width:
+            stride = size - 1  # first the mirrored comparators of each block of `size`, then half-cleaners
+            while stride > 0:
+                for i in range(e):
+                    j = i ^ stride
+                    if j <= i or j >= e:
+                        continue
+                    for b in range(nb):
+                        lo = buf[i, b]
+                        hi = buf[j, b]
+                        buf[i, b] = lo if lo < hi else hi
+                        buf[j, b] = hi if lo < hi else lo
+                stride = size // 4 if stride == size - 1 else stride // 2
+            size *= 2
+        for b in range(nb):
+            total[b] = 0.0
         for i in range(e):
-            out[t, i] = np.exp(logits[t, i] - m)
-        # summing the sorted exponentials makes a token's probabilities independent of the order of its
-        # experts, so permuted rows tie exactly and the earlier-token rule decides, not rounding
-        srt = np.sort(out[t])
-        s = 0.0
-        for i in range(e):
-            s += srt[i]
-        for i in range(e):
-            out[t, i] /= s
+            for b in range(nb):
+                total[b] += buf[i, b]
+        for b in range(nb):
+            s = total[b]
+            for i in range(e):
+                out[t0 + b, i] /= s
     return out
 
 
@@ -143,23 +201,114 @@ def reroute_overflow(scores, requested, kept, order, capacity, loads):
     return assign, rerouted
 
 
+_SIGN = np.int64(-9223372036854775808)
+
+
+@njit(cache=True)
+def kth_largest(col, c, keys, hist, cand):
+    """The ``c``-th largest value of the float64 ``col`` (``1 <= c <= len(col)``), in linear time: a histogram
+    of the top 16 bits of each value's order-preserving integer key finds the bucket that holds it, then
+    `nth_smallest` runs on that bucket alone. Scratch: ``keys`` int64 [n], ``hist`` int64 [65536], ``cand``
+    float64 [n]. ``col=[0.1, 0.5, 0.5, 0.2], c=3 -> 0.2``.
+    """
+    n = col.shape[0]
+    bits = col.view(np.int64)
+    hist[:] = 0
+    for t in range(n):
+        b = bits[t]
+        if b < 0:  # a negative float: flip its magnitude bits so that the signed order is the float order
+            b ^= 0x7FFFFFFFFFFFFFFF
+        u = b ^ _SIGN  # the same order as unsigned bits
+        keys[t] = u
+        hist[(u >> 48) & 0xFFFF] += 1
+    need = c
+    d = 65535
+    while hist[d] < need:
+        need -= hist[d]
+        d -= 1
+    m = 0
+    for t in range(n):
+        if ((keys[t] >> 48) & 0xFFFF) == d:
+            cand[m] = col[t]
+            m += 1
+    return nth_smallest(cand, m, m - need)
+
+
+@njit(cache=True)
+def nth_smallest(a, m, kth):
+    """The value at index ``kth`` of ``a[:m]`` sorted ascending (quickselect, median-of-three pivot, three-way
+    partition so that runs of equal values end it at once); reorders ``a[:m]``. ``[3, 1, 2], 3, 0 -> 1``.
+    (Written out rather than ``np.partition``, whose numba version takes seconds to compile.)
+    """
+    lo = 0
+    hi = m
+    while hi - lo > 1:
+        x = a[lo]
+        y = a[(lo + hi) // 2]
+        z = a[hi - 1]
+        pivot = max(min(x, y), min(max(x, y), z))
+        lt = lo
+        i = lo
+        gt = hi
+        while i < gt:  # a[lo:lt] < pivot, a[lt:i] == pivot, a[gt:hi] > pivot
+            v = a[i]
+            if v < pivot:
+                a[i] = a[lt]
+                a[lt] = v
+                lt += 1
+                i += 1
+            elif v > pivot:
+                gt -= 1
+                a[i] = a[gt]
+                a[gt] = v
+            else:
+                i += 1
+        if kth < lt:
+            hi = lt
+        elif kth >= gt:
+            lo = gt
+        else:
+            return pivot
+    return a[lo]
+
+
 @njit(cache=True)
 def expert_choice_select(probs, capacity):
     """Expert choice: every expert takes its ``capacity`` highest-probability tokens (ties: earlier token).
 
     ``probs`` float64 [T, E] -> ``chosen`` bool [T, E]; every column holds exactly ``min(capacity, T)`` True.
+    Per expert: the capacity-th largest probability (`kth_largest`, linear time), then every token above it
+    and, in token order, as many tokens equal to it as there is room for. The columns are first copied out, a
+    block of rows at a time (reading a column of a [T, E] array touches a cache line per token).
     """
     n, e_total = probs.shape
     c = min(capacity, n)
     chosen = np.zeros((n, e_total), np.bool_)
-    col = np.empty(n, np.float64)
-    buf = np.empty(max(c, 1), np.int64)
+    if c >= n:
+        chosen[:] = True
+        return chosen
+    cols = np.empty((e_total, n), np.float64)
+    for t0 in range(0, n, 64):
+        t1 = min(n, t0 + 64)
+        for e in range(e_total):
+            for t in range(t0, t1):
+                cols[e, t] = probs[t, e]
+    keys = np.empty(n, np.int64)
+    hist = np.empty(65536, np.int64)
+    cand = np.empty(n, np.float64)
     for e in range(e_total):
+        col = cols[e]
+        thr = kth_largest(col, c, keys, hist, cand)
+        room = c
         for t in range(n):
-            col[t] = probs[t, e]
-        topk_row(col, c, buf)
-        for j in range(c):
-            chosen[buf[j], e] = True
+            room -= col[t] > thr
+        for t in range(n):
+            v = col[t]
+            if v > thr:
+                chosen[t, e] = True
+            elif v == thr and room > 0:
+                chosen[t, e] = True
+                room -= 1
     return chosen
 
 
@@ -173,6 +322,7 @@ def pack_chosen(chosen, probs, width):
     out = np.full((n, width), -1, np.int32)
     vals = np.empty(e_total, np.float64)
     buf = np.empty(max(width, 1), np.int64)
+    best = np.empty(max(width, 1), np.float64)
     for t in range(n):
         m = 0
         for e in range(e_total):
@@ -183,7 +333,7 @@ def pack_chosen(chosen, probs, width):
                 vals[e] = -np.inf
         if m == 0:
             continue
-        topk_row(vals, m, buf)
+        topk_range(vals, 0, e_total, m, buf, best)
         for j in range(m):
             out[t, j] = buf[j]
     return out
@@ -201,27 +351,52 @@ def group_limited_topk(biased, k, n_groups, topk_groups):
     gsize = e_total // n_groups
     out = np.empty((n, k), np.int32)
     gscore = np.empty(n_groups, np.float64)
-    gbuf = np.empty(topk_groups, np.int64)
-    two = min(2, gsize)
-    pbuf = np.empty(two, np.int64)
-    masked = np.empty(e_total, np.float64)
+    eligible = np.empty(n_groups, np.bool_)
     buf = np.empty(k, np.int64)
+    best = np.empty(k, np.float64)
     for t in range(n):
         row = biased[t]
+        if topk_groups < n_groups:
+            for g in range(n_groups):
+                # the group's two best values, branch-free (ties do not matter for their sum)
+                v0 = -np.inf
+                v1 = -np.inf
+                for i in range(g * gsize, (g + 1) * gsize):
+                    v = row[i]
+                    v1 = max(v1, min(v0, v))
+                    v0 = max(v0, v)
+                acc = 0.0
+                acc += v0
+                if gsize > 1:
+                    acc += v1
+                gscore[g] = acc
+            # eligible: fewer than topk_groups groups beat it (a higher score, or an equal one and lower)
+            for g in range(n_groups):
+                sg = gscore[g]
+                rank = 0
+                for h in range(n_groups):
+                    rank += (gscore[h] > sg) or (gscore[h] == sg and h < g)
+                eligible[g] = rank < topk_groups
+        else:
+            eligible[:] = True
+        # top-k over the eligible groups' experts, visited in index order (ties: lower index)
+        cnt = 0
         for g in range(n_groups):
-            seg = row[g * gsize:(g + 1) * gsize]
-            topk_row(seg, two, pbuf)
-            acc = 0.0
-            for j in range(two):
-                acc += seg[pbuf[j]]
-            gscore[g] = acc
-        topk_row(gscore, topk_groups, gbuf)
-        masked[:] = -np.inf
-        for j in range(topk_groups):
-            g = gbuf[j]
+            if not eligible[g]:
+                continue
             for i in range(g * gsize, (g + 1) * gsize):
-                masked[i] = row[i]
-        topk_row(masked, k, buf)
+                v = row[i]
+                if cnt == k and not (v > best[k - 1]):
+                    continue
+                j = cnt if cnt < k else k - 1
+                while j > 0 and best[j - 1] < v:
+                    best[j] = best[j - 1]
+                    buf[j] = buf[j - 1]
+                    j -= 1
+                best[j] = v
+                buf[j] = i
+                if cnt < k:
+                    cnt += 1
         for j in range(k):
             out[t, j] = buf[j]
     return out
@@ -238,16 +413,31 @@ def grouped_topk(scores, k, n_groups):
     per = k // n_groups
     out = np.empty((n, k), np.int32)
     pbuf = np.empty(per, np.int64)
-    masked = np.empty(e_total, np.float64)
+    pbest = np.empty(per, np.float64)
+    picked = np.zeros(e_total, np.bool_)
     buf = np.empty(k, np.int64)
+    best = np.empty(k, np.float64)
     for t in range(n):
         row = scores[t]
-        masked[:] = -np.inf
         for g in range(n_groups):
-            topk_row(row[g * gsize:(g + 1) * gsize], per, pbuf)
+            topk_range(row, g * gsize, (g + 1) * gsize, per, pbuf, pbest)
             for j in range(per):
-                masked[g * gsize + pbuf[j]] = row[g * gsize + pbuf[j]]
-        topk_row(masked, k, buf)
+                picked[pbuf[j]] = True
+        # the k picks best first, visited in index order (ties: lower index)
+        cnt = 0
+        for i in range(e_total):
+            if not picked[i]:
+                continue
+            picked[i] = False
+            v = row[i]
+            j = cnt
+            while j > 0 and best[j - 1] < v:
+                best[j] = best[j - 1]
+                buf[j] = buf[j - 1]
+                j -= 1
+            best[j] = v
+            buf[j] = i
+            cnt += 1
         for j in range(k):
             out[t, j] = buf[j]
     return out

@@ -37,8 +37,11 @@ Example::
 
 from __future__ import annotations
 
+import ctypes.util
 import functools
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -217,12 +220,10 @@ def _slot_order(policy: str, probs: np.ndarray, requested: np.ndarray) -> np.nda
     if policy == "position":
         return (np.arange(n, dtype=np.int64)[None, :] * k + ranks).ravel()
     if policy == "probability":
-        tokens = np.lexsort((np.arange(n), -probs.max(axis=1))).astype(np.int64)
+        tokens = np.argsort(-probs.max(axis=1), kind="stable").astype(np.int64)  # ties: earlier token
         return (tokens[None, :] * k + ranks).ravel()
-    score = _gather(probs, requested).ravel()
-    t = np.repeat(np.arange(n), k)
-    j = np.tile(np.arange(k), n)
-    return np.lexsort((j, t, -score)).astype(np.int64)
+    score = _gather(probs, requested).ravel()  # flat in (token, rank) order, so a stable sort keeps the tie rule
+    return np.argsort(-score, kind="stable").astype(np.int64)
 
 
 def _finish(router, params, probs, requested, gate, *, capacity=-1, policy="position", overflow="drop",
@@ -261,7 +262,12 @@ BACKENDS = ("auto", "numba", "torch")
 
 @functools.cache
 def _cuda_available() -> bool:
-    import torch  # lazily: the numba path does not need torch
+    """torch sees a CUDA GPU. Without an NVIDIA driver on the machine this is False without importing torch
+    (seconds), so the numba path never waits for it."""
+    if "torch" not in sys.modules and not (os.path.exists("/proc/driver/nvidia/version")
+                                           or ctypes.util.find_library("cuda")):
+        return False
+    import torch
 
     return bool(torch.cuda.is_available())
 

@@ -109,6 +109,25 @@ class RoutingTrace:
             raise RoutingError(f"layer {index} is out of range; this trace has {self.n_layers} layers")
         return self.logits[int(index)]
 
+    def select(self, tokens) -> RoutingTrace:
+        """A new trace of some tokens, in the given order: ``tokens`` is a bool mask [T] or token indices.
+        ``tr.select(np.isin(tr.sequence_ids, [0, 5]))`` keeps two sequences; meta is shared (copied)."""
+        idx = np.asarray(tokens)
+        if idx.dtype == bool:
+            if idx.shape != (self.n_tokens,):
+                raise RoutingError(f"a token mask must have one entry per token ({self.n_tokens}), got {idx.shape}")
+            idx = np.flatnonzero(idx)
+        elif not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1:
+            raise RoutingError("select takes a bool mask or a 1-D array of token indices")
+        if idx.size == 0:
+            raise RoutingError("select would leave no token")
+        if idx.min() < -self.n_tokens or idx.max() >= self.n_tokens:
+            raise RoutingError(f"token index out of range for a trace of {self.n_tokens} tokens")
+        return RoutingTrace(logits=self.logits[:, idx], token_ids=self.token_ids[idx], positions=self.positions[idx],
+                            sequence_ids=self.sequence_ids[idx], tags=[self.tags[i] for i in idx],
+                            tokens=None if self.tokens is None else [self.tokens[i] for i in idx],
+                            meta=dict(self.meta))
+
     def save(self, path, *, overwrite: bool = False) -> Path:
         """Write one safetensors file (arrays; tags, tokens and meta as JSON metadata). Refuses to replace an
         existing file unless ``overwrite``; the old file survives a failed write."""

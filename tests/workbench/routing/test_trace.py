@@ -124,3 +124,18 @@ def test_meta_must_be_json(tmp_path):
     with pytest.raises(RoutingError, match="JSON"):
         tr.save(tmp_path / "m.safetensors")
     assert not list(tmp_path.iterdir())
+
+
+def test_select_keeps_the_chosen_tokens_in_order():
+    tr = _trace(n_tokens=6)
+    sub = tr.select(np.array([4, 1]))
+    assert sub.n_tokens == 2 and sub.n_layers == tr.n_layers
+    np.testing.assert_array_equal(sub.logits, tr.logits[:, [4, 1]])
+    assert sub.tokens == [tr.tokens[4], tr.tokens[1]] and sub.tags == [tr.tags[4], tr.tags[1]]
+    np.testing.assert_array_equal(sub.positions, tr.positions[[4, 1]])
+    mask = np.zeros(6, bool)
+    mask[2:5] = True
+    np.testing.assert_array_equal(tr.select(mask).token_ids, tr.token_ids[2:5])
+    for bad in (np.zeros(6, bool), np.zeros(3, bool), np.array([7]), np.array([0.5])):
+        with pytest.raises(RoutingError):
+            tr.select(bad)
