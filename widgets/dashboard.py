@@ -11,6 +11,7 @@ from collections.abc import Callable
 import panel as pn
 
 from widgets.kvcache_lab.lab import KVCacheLab
+from widgets.moe_lab.lab import MoERoutingLab
 from widgets.overview import Overview
 from widgets.tokenizers_lab.lab import TokenizersLab
 
@@ -25,6 +26,7 @@ TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
     ("Overview", Overview),
     ("Tokenizers", TokenizersLab),
     ("KV cache", KVCacheLab),
+    ("MoE routing", MoERoutingLab),
 ]
 
 
@@ -51,6 +53,15 @@ def warm_up() -> None:
         trace = default_trace()
         for policy in QUALITY_POLICIES:
             replay(trace, policy, 64, layers=[middle_layer(trace)])
+    except WorkbenchError as exc:
+        print(f"[workbench] warning: {exc}")
+    from workbench.routing import warmup as routing_warmup
+
+    routing_warmup()  # compiles (or loads from numba's cache) every router kernel
+    try:  # the MoE routing lab's default trace: the tiny MoE model over the shipped excerpts (shared by every session)
+        from widgets.moe_lab.lab import default_trace as moe_default_trace
+
+        moe_default_trace()
     except WorkbenchError as exc:
         print(f"[workbench] warning: {exc}")
 

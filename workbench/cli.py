@@ -5,6 +5,7 @@
     workbench prepare                                               convert and cache the default model now
     workbench bpe train CORPUS... --vocab-size N / bpe encode FILE  byte-level BPE (see cli_bpe.py)
     workbench kv capture FILE -o T / kv replay T / kv eval FILE       KV-cache policies (see cli_kv.py)
+    workbench moe train [--variant all] [--steps N] / moe info        the tiny MoE model (see cli_moe.py)
 
 Errors the user can fix (a port in use, a missing model ...) print one clear line and exit with status 2.
 """
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.cli_kv import add_parser as add_kv
 
     add_kv(sub)
+    from workbench.cli_moe import add_parser as add_moe
+
+    add_moe(sub)
     return parser
 
 

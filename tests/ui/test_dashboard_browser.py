@@ -153,3 +153,58 @@ def test_kv_cache_tab_replays_when_the_budget_changes(workbench_server, chromium
             expect(page.locator(".wb-kv-nkept").first).to_have_text("16", timeout=30_000)
         finally:
             browser.close()
+
+
+def check_moe_tab(page, trace) -> None:
+    """Open the "MoE routing" tab on ``page`` (the dashboard, showing ``trace``) and check that the load view follows
+    the capacity factor and the router."""
+    from playwright.sync_api import expect
+
+    from workbench.routing import capacity_for
+
+    k = trace.meta.get("top_k") if isinstance(trace.meta.get("top_k"), int) else 2  # the lab starts at the model's k
+
+    def capacity(cf: float) -> str:
+        return str(capacity_for(trace.n_tokens, trace.n_experts, k, cf))
+
+    page.get_by_text("MoE routing", exact=True).first.click()
+    expect(page.locator(".wb-moe-heat-summary").first).to_contain_text("capacity_topk", timeout=60_000)
+    assert page.locator(".wb-moe-tok").count() == trace.n_tokens  # the coloured text
+    page.get_by_text("Load & balance", exact=True).first.click()
+    cap = page.locator(".wb-moe-capacity").first
+    expect(cap).to_have_text(capacity(1.25), timeout=30_000)  # the default capacity factor
+    dropped = page.locator(".wb-moe-dropped-slots").first
+    before = int(dropped.inner_text())
+    assert page.locator(".wb-moe-metrics").first.is_visible()
+    cf = page.locator(".wb-moe-cf input").first
+    cf.fill("0.5")
+    cf.press("Enter")
+    expect(cap).to_have_text(capacity(0.5), timeout=30_000)
+    assert int(dropped.inner_text()) > before  # half the capacity drops more slots
+    expect(page.locator(".wb-moe-m-drop_rate").first).not_to_have_text("0.00%")
+    page.locator(".wb-moe-router select").first.select_option("topk_softmax")
+    expect(cap).to_have_text("none", timeout=30_000)  # no capacity, nothing dropped
+    expect(dropped).to_have_text("0")
+    expect(page.locator(".wb-moe-m-drop_rate").first).to_have_text("0.00%")
+
+
+@pytest.fixture(scope="module")
+def moe_trace():
+    """What the server's MoE tab shows: the tiny MoE model over the shipped excerpts (before the server starts, so a
+    missing model fails at once with the message that says so)."""
+    from widgets.moe_lab.lab import default_trace
+
+    return default_trace()
+
+
+def test_moe_routing_tab_follows_the_capacity_factor_and_the_router(moe_trace, workbench_server, chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(workbench_server, timeout=120_000)
+            check_moe_tab(page, moe_trace)
+        finally:
+            browser.close()
