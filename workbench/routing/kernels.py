@@ -17,15 +17,9 @@ from numba import njit
 
 
 @njit(cache=True)
-def topk_range(vals, lo, hi, k, out, best):
-    """Write into ``out[:k]`` the indices of the ``k`` largest of ``vals[lo:hi]`` (indices into ``vals``;
-    ties: lower index), best first; ``best`` is float64 scratch of size >= k (no allocation per token).
-
-    ``vals=[0.1, 0.5, 0.5, 0.2], lo=0, hi=4, k=2 -> out=[1, 2]``.
-    """
-    if k <= 0:
-        return
-    cnt = 0
+def _insert_range(vals, lo, hi, k, out, best, cnt):
+    """Insert ``vals[lo:hi]`` into the running top-``k`` list ``out``/``best`` that holds ``cnt`` entries (best
+    first; ties: the earlier index stays ahead); returns the new count."""
     for i in range(lo, hi):
         v = vals[i]
         if cnt == k and not (v > best[k - 1]):
@@ -40,15 +34,18 @@ def topk_range(vals, lo, hi, k, out, best):
         out[j] = i
         if cnt < k:
             cnt += 1
+    return cnt
 
 
 @njit(cache=True)
-def topk_row(vals, k, out):
-    """Write into ``out[:k]`` the indices of the ``k`` largest ``vals`` (ties: lower index), best first.
+def topk_range(vals, lo, hi, k, out, best):
+    """Write into ``out[:k]`` the indices of the ``k`` largest of ``vals[lo:hi]`` (indices into ``vals``;
+    ties: lower index), best first; ``best`` is float64 scratch of size >= k (no allocation per token).
 
-    ``vals=[0.1, 0.5, 0.5, 0.2], k=2 -> out=[1, 2]``.
+    ``vals=[0.1, 0.5, 0.5, 0.2], lo=0, hi=4, k=2 -> out=[1, 2]``.
     """
-    topk_range(vals, 0, vals.shape[0], k, out, np.empty(max(k, 1), np.float64))
+    if k > 0:
+        _insert_range(vals, lo, hi, k, out, best, 0)
 
 
 @njit(cache=True)
@@ -382,21 +379,8 @@ def group_limited_topk(biased, k, n_groups, topk_groups):
         # top-k over the eligible groups' experts, visited in index order (ties: lower index)
         cnt = 0
         for g in range(n_groups):
-            if not eligible[g]:
-                continue
-            for i in range(g * gsize, (g + 1) * gsize):
-                v = row[i]
-                if cnt == k and not (v > best[k - 1]):
-                    continue
-                j = cnt if cnt < k else k - 1
-                while j > 0 and best[j - 1] < v:
-                    best[j] = best[j - 1]
-                    buf[j] = buf[j - 1]
-                    j -= 1
-                best[j] = v
-                buf[j] = i
-                if cnt < k:
-                    cnt += 1
+            if eligible[g]:
+                cnt = _insert_range(row, g * gsize, (g + 1) * gsize, k, buf, best, cnt)
         for j in range(k):
             out[t, j] = buf[j]
     return out

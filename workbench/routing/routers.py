@@ -213,6 +213,13 @@ def _renormalise(gate: np.ndarray) -> np.ndarray:
     return np.divide(gate, total, out=np.zeros_like(gate), where=total > 0)
 
 
+def _gate(probs: np.ndarray, idx: np.ndarray, renormalize: bool) -> np.ndarray:
+    """The combine weights of the chosen experts ``idx`` [T, k]: their probabilities, renormalised to sum to 1
+    per token when ``renormalize``."""
+    gate = _gather(probs, idx)
+    return _renormalise(gate) if renormalize else gate
+
+
 def _slot_order(policy: str, probs: np.ndarray, requested: np.ndarray) -> np.ndarray:
     """Flat slot ids (``t * k + j``) in the order slots are offered to their experts (module docstring)."""
     n, k = requested.shape
@@ -296,9 +303,7 @@ def topk_softmax(logits, k: int = 2, *, renormalize: bool = True, backend: str =
     k = _check_k(k, x.shape[1])
     probs = K.softmax_rows(x)
     idx = K.topk_rows(x, k)
-    gate = _gather(probs, idx)
-    if renormalize:
-        gate = _renormalise(gate)
+    gate = _gate(probs, idx, renormalize)
     return _finish("topk_softmax", {"k": k, "renormalize": bool(renormalize)}, probs, idx, gate)
 
 
@@ -319,9 +324,7 @@ def capacity_topk(logits, k: int = 2, *, capacity_factor: float = 1.25, capacity
     cap = _resolve_capacity(capacity, capacity_factor, n, e, k)
     probs = K.softmax_rows(x)
     idx = K.topk_rows(x, k)
-    gate = _gather(probs, idx)
-    if renormalize:
-        gate = _renormalise(gate)
+    gate = _gate(probs, idx, renormalize)
     params = {"k": k, "capacity_factor": capacity_factor if capacity is None else None, "capacity": cap,
               "drop_policy": policy, "renormalize": bool(renormalize)}
     return _finish("capacity_topk", params, probs, idx, gate, capacity=cap, policy=policy)
@@ -371,9 +374,7 @@ def capacity_aware(logits, k: int = 2, *, capacity_factor: float = 1.0, capacity
     cap = _resolve_capacity(capacity, capacity_factor, n, e, k)
     probs = K.softmax_rows(x)
     idx = K.topk_rows(x, k)
-    gate = _gather(probs, idx)
-    if renormalize:
-        gate = _renormalise(gate)
+    gate = _gate(probs, idx, renormalize)
     params = {"k": k, "capacity_factor": capacity_factor if capacity is None else None, "capacity": cap,
               "overflow": mode, "drop_policy": policy, "renormalize": bool(renormalize)}
     return _finish("capacity_aware", params, probs, idx, gate, capacity=cap, policy=policy, overflow=mode)
@@ -436,9 +437,7 @@ def deepseek_v3(logits, k: int = 2, *, bias=None, n_groups: int = 1, topk_groups
     scale = _positive("route_scale", route_scale)
     scores = expit(x)
     idx = K.group_limited_topk(scores + b[None, :], k, n_groups, topk_groups)
-    gate = _gather(scores, idx)
-    if normalize:
-        gate = _renormalise(gate)
+    gate = _gate(scores, idx, normalize)
     params = {"k": k, "n_groups": n_groups, "topk_groups": topk_groups, "route_scale": scale,
               "normalize": bool(normalize), "bias": b.copy()}
     return _finish("deepseek_v3", params, scores, idx, gate * scale)
@@ -494,9 +493,7 @@ def null_experts(logits, k: int = 2, *, n_null: int = 1, null_logit=0.0, renorma
     full = np.concatenate([x, np.broadcast_to(nl, (n, n_null))], axis=1)
     probs_all = K.softmax_rows(full)
     idx = K.topk_rows(full, k)
-    gate = _gather(probs_all, idx)
-    if renormalize:
-        gate = _renormalise(gate)
+    gate = _gate(probs_all, idx, renormalize)
     null_slots = idx >= e
     requested = np.where(null_slots, -1, idx).astype(np.int32)
     extra = {"mean_real_experts": float((~null_slots).sum(axis=1).mean()), "null_slots": null_slots,
@@ -525,9 +522,7 @@ def grouped_topk(logits, k: int = 2, *, n_groups: int = 2, renormalize: bool = F
                            "(every group gets k / n_groups experts per token)")
     probs = K.softmax_rows(x)
     idx = K.grouped_topk(x, k, n_groups)
-    gate = _gather(probs, idx)
-    if renormalize:
-        gate = _renormalise(gate)
+    gate = _gate(probs, idx, renormalize)
     return _finish("grouped_topk", {"k": k, "n_groups": n_groups, "renormalize": bool(renormalize)}, probs, idx, gate)
 
 
