@@ -21,31 +21,9 @@ from bokeh.plotting import figure
 
 from widgets.moe_lab.heatmap import STYLE, RoutedView, first_experts, layer_label
 from workbench.errors import RoutingError
+from workbench.routing.metrics import mutual_information, transition_matrix
 
 TEXT_LABELS_UP_TO = 16  # experts; beyond that the counts are only in the hover
-
-
-def transition_matrix(first_a: np.ndarray, first_b: np.ndarray, n_experts: int) -> np.ndarray:
-    """int64 [E + 1, E + 1]: tokens whose first expert is i at the first layer and j at the second (index E:
-    none). ``first_a=[0, 0, 1], first_b=[1, 1, -1], n_experts=2 -> [[0, 2, 0], [0, 0, 1], [0, 0, 0]]``."""
-    a = np.where(first_a < 0, n_experts, first_a)
-    b = np.where(first_b < 0, n_experts, first_b)
-    out = np.zeros((n_experts + 1, n_experts + 1), np.int64)
-    np.add.at(out, (a, b), 1)
-    return out
-
-
-def mutual_information(matrix: np.ndarray) -> tuple[float, float]:
-    """(mutual information, entropy of the column variable), in bits, of a count matrix."""
-    total = matrix.sum()
-    if total == 0:
-        return 0.0, 0.0
-    p = matrix / total
-    pa, pb = p.sum(axis=1, keepdims=True), p.sum(axis=0, keepdims=True)
-    nz = p > 0
-    mi = float((p[nz] * np.log2(p[nz] / (pa @ pb)[nz])).sum())
-    col = pb[pb > 0]
-    return mi, float(-(col * np.log2(col)).sum())
 
 
 class LayerFlow(RoutedView):

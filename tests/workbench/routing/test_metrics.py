@@ -175,3 +175,15 @@ A = np.array([[0], [1], [0], [1]])
 def test_bad_inputs_raise_routing_error(call, match):
     with pytest.raises(RoutingError, match=match):
         call()
+
+
+def test_transition_matrix_and_its_mutual_information():
+    from workbench.routing.metrics import mutual_information, transition_matrix
+
+    m = transition_matrix(np.array([0, 0, 1]), np.array([1, 1, -1]), 2)
+    np.testing.assert_array_equal(m, [[0, 2, 0], [0, 0, 1], [0, 0, 0]])
+    mi, h = mutual_information(np.array([[5, 0], [0, 5]]))
+    assert mi == pytest.approx(1.0) and h == pytest.approx(1.0)  # the first expert fixes the second
+    mi, h = mutual_information(np.array([[2, 2], [2, 2]]))
+    assert mi == pytest.approx(0.0) and h == pytest.approx(1.0)  # independent
+    assert mutual_information(np.zeros((2, 2))) == (0.0, 0.0)
