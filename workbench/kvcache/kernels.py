@@ -187,12 +187,14 @@ def _kth_largest(buf, n, k):
     return buf[lo]
 
 
-SAMPLE = 128  # sample size of `_kth_largest_of`; scratch buffers hold n + SAMPLE elements
+SAMPLE = 128  # sample size of `_kth_largest_of`
+BINS = 2048  # radix bins of `_kth_largest_f32` (11 bits a level)
+SCRATCH = BINS  # top-k scratch buffers hold n + SCRATCH elements (room for the sample or the histogram)
 
 
 @njit(cache=True)
 def _kth_largest_of(vals, n, k, buf):
-    """The ``k``-th largest of ``vals[:n]`` without reordering ``vals``; ``buf``: scratch of n + SAMPLE elements.
+    """The ``k``-th largest of ``vals[:n]`` without reordering ``vals``; ``buf``: scratch of n + SCRATCH elements.
 
     Floyd-Rivest style: two pivots picked from a strided sample bracket the k-th value, one branch-free pass counts
     the values above the band and gathers the band, and quickselect runs on the band only (about a quarter of
@@ -224,15 +226,67 @@ def _kth_largest_of(vals, n, k, buf):
 
 
 @njit(cache=True)
-def _topk_into(vals, n, k, buf, out):
-    """Set ``out[i]`` for the ``k`` largest of ``vals[:n]`` (ties: lowest index first); ``buf`` is scratch of at
-    least ``n + SAMPLE`` elements of ``vals``' dtype. ``out`` is only set, never cleared."""
-    if k >= n:
-        out[:n] = True
-        return
-    if k <= 0:
-        return
-    thr = _kth_largest_of(vals, n, k, buf)
+def _float32_keys(u, n, keys):
+    """Order-preserving uint32 keys of float32 bit patterns ``u[:n]`` (a uint32 view): a larger float has a larger
+    key (-0.0 just below +0.0); sign bit set -> all bits flipped, else the sign bit set."""
+    for i in range(n):
+        x = u[i]
+        keys[i] = x ^ (np.uint32(np.int32(x) >> 31) | np.uint32(0x80000000))
+
+
+@njit(cache=True)
+def _kth_largest_f32(vals, n, k, buf):
+    """The ``k``-th largest of float32 ``vals[:n]`` (1 <= k <= n) without reordering ``vals``; ``buf``: float32
+    scratch of n + SCRATCH elements.
+
+    Radix select: the values become order-preserving uint32 keys; a histogram of the top 11 bits finds the bin
+    holding the k-th key, its keys are gathered, and two more levels (11 and 10 bits) narrow the band until at
+    most 64 keys are left for quickselect. Two to three branch-free passes over the row, whatever the
+    distribution (ties, -inf, denormals)."""
+    keys = buf[:n].view(np.uint32)
+    hist = buf[n:n + BINS].view(np.int32)
+    _float32_keys(vals[:n].view(np.uint32), n, keys)
+    hist[:] = 0
+    for i in range(n):
+        hist[keys[i] >> np.uint32(21)] += 1
+    need = k
+    b = BINS - 1
+    while hist[b] < need:
+        need -= hist[b]
+        b -= 1
+    c = 0
+    for i in range(n):
+        key = keys[i]
+        keys[c] = key
+        c += (key >> np.uint32(21)) == b
+    for level in range(2):
+        if c <= 64:
+            break
+        shift = np.uint32(10 if level == 0 else 0)
+        nb = BINS if level == 0 else 1024
+        mask = np.uint32(nb - 1)
+        hist[:nb] = 0
+        for i in range(c):
+            hist[(keys[i] >> shift) & mask] += 1
+        b = nb - 1
+        while hist[b] < need:
+            need -= hist[b]
+            b -= 1
+        c2 = 0
+        for i in range(c):
+            key = keys[i]
+            keys[c2] = key
+            c2 += ((key >> shift) & mask) == b
+        c = c2
+    key = _kth_largest(keys, c, need)
+    hist[0] = np.int32(key ^ (np.uint32(0x80000000) if key >> np.uint32(31) else np.uint32(0xFFFFFFFF)))
+    return hist[:1].view(np.float32)[0]
+
+
+@njit(cache=True)
+def _mark_top(vals, n, k, thr, out):
+    """Set ``out[i]`` for the values above ``thr`` (the k-th largest) and then for the first values equal to it,
+    in position order, until ``k`` are set."""
     taken = 0
     for i in range(n):
         above = vals[i] > thr
@@ -247,11 +301,34 @@ def _topk_into(vals, n, k, buf, out):
 
 
 @njit(cache=True)
+def _topk_into(vals, n, k, buf, out):
+    """Set ``out[i]`` for the ``k`` largest of float32 ``vals[:n]`` (ties: lowest index first); ``buf`` is float32
+    scratch of at least ``n + SCRATCH`` elements. ``out`` is only set, never cleared."""
+    if k >= n:
+        out[:n] = True
+        return
+    if k <= 0:
+        return
+    _mark_top(vals, n, k, _kth_largest_f32(vals, n, k, buf), out)
+
+
+@njit(cache=True)
+def _topk_into_f64(vals, n, k, buf, out):
+    """`_topk_into` for float64 ``vals`` (Floyd-Rivest, `_kth_largest_of`); ``buf`` float64 of n + SCRATCH."""
+    if k >= n:
+        out[:n] = True
+        return
+    if k <= 0:
+        return
+    _mark_top(vals, n, k, _kth_largest_of(vals, n, k, buf), out)
+
+
+@njit(cache=True)
 def select_head(scores, n_pre, budget, kept):
     """Per-step selection for one head: ``scores`` float32 [S, T]; keeps the current position plus the
     ``budget - 1`` best-scored earlier positions (all of them while ``p + 1 <= budget``). ``kept`` must start
     all False."""
-    buf = np.empty(scores.shape[1] + SAMPLE, scores.dtype)
+    buf = np.empty(scores.shape[1] + SCRATCH, np.float32)
     for s in range(scores.shape[0]):
         p = n_pre + s
         if p + 1 <= budget:
@@ -289,7 +366,7 @@ def quest_head(bounds, n_pre, budget, page, kept):
     Pages are ``page`` consecutive positions; at step s the page holding ``p`` is always kept and the other
     ``budget // page - 1`` complete earlier pages with the highest bound are kept whole."""
     n_pages = budget // page
-    buf = np.empty(bounds.shape[1] + SAMPLE, np.float64)
+    buf = np.empty(bounds.shape[1] + SCRATCH, np.float64)
     chosen = np.zeros(bounds.shape[1], np.bool_)
     for s in range(kept.shape[0]):
         p = n_pre + s
@@ -302,7 +379,7 @@ def quest_head(bounds, n_pre, budget, page, kept):
         if n_pages <= 1 or cur == 0:
             continue
         chosen[:cur] = False
-        _topk_into(bounds[s], cur, n_pages - 1, buf, chosen)
+        _topk_into_f64(bounds[s], cur, n_pages - 1, buf, chosen)
         for j in range(cur):
             if chosen[j]:
                 for i in range(j * page, (j + 1) * page):
@@ -314,6 +391,42 @@ def quest_heads(bounds, n_pre, budget, page, kept):
     """`quest_head` for every head: ``bounds`` [H, S, P], ``kept`` [H, S, T]."""
     for h in prange(bounds.shape[0]):
         quest_head(bounds[h], n_pre, budget, page, kept[h])
+
+
+@njit(cache=True)
+def kvcrush_head(base, signatures, ref, window, base_k, r, keep):
+    """KVCrush for one head (the numba core of `replay.kvcrush_keep`): keep the last ``window`` positions and the
+    ``base_k`` best ``base`` [n - window] scores (ties to the oldest); the positions left over, ordered by the
+    Hamming distance of their ``signatures`` [n, Q] row to ``ref`` [Q] (then by position), are cut into ``r``
+    near-equal consecutive groups (the first ``len % r`` one longer, as ``np.array_split``) and each group's
+    best-scored position (the first on ties) is kept too. ``keep`` bool [n] (out, all False)."""
+    n, n_q = signatures.shape
+    keep[n - window:] = True
+    order = np.argsort(-base, kind="mergesort")
+    for i in range(base_k):
+        keep[order[i]] = True
+    if r == 0:
+        return
+    cand = np.sort(order[base_k:])
+    m = cand.shape[0]
+    key = np.empty(m, np.int64)
+    for j in range(m):
+        dist = 0
+        for q in range(n_q):
+            dist += signatures[cand[j], q] != ref[q]
+        key[j] = dist * n + cand[j]
+    grouped = cand[np.argsort(key)]
+    size, extra = m // r, m % r
+    start = 0
+    for c in range(r):
+        stop = start + size + (1 if c < extra else 0)
+        if stop > start:
+            best = grouped[start]
+            for j in range(start + 1, stop):
+                if base[grouped[j]] > base[best]:
+                    best = grouped[j]
+            keep[best] = True
+        start = stop
 
 
 @njit(cache=True)
@@ -347,7 +460,7 @@ def retention_metrics(attn, kept, n_pre, mass, iou, n_kept):
     threshold count in the policy's favour."""
     n_h, n_s, _ = attn.shape
     for h in prange(n_h):
-        buf = np.empty(attn.shape[2] + SAMPLE, attn.dtype)
+        buf = np.empty(attn.shape[2] + SCRATCH, np.float32)
         for s in range(n_s):
             p = n_pre + s
             total = 0.0
@@ -368,7 +481,7 @@ def retention_metrics(attn, kept, n_pre, mass, iou, n_kept):
             m = k - 1  # earlier positions in the oracle set
             if m > 0:
                 row = attn[h, s]
-                thr = _kth_largest_of(row, p, m, buf)
+                thr = _kth_largest_f32(row, p, m, buf)
                 above = 0
                 kept_above = 0
                 kept_tie = 0

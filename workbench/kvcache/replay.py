@@ -201,31 +201,20 @@ def kvcrush_keep(base_scores, signatures, budget, window, fraction, anchor, rng)
     the positions the base evicts, ordered by the Hamming distance of their signature to ``anchor`` and cut into r equal groups, taking each group's
     best-scored position. ``base_scores`` float64 [n - window], ``signatures`` bool [n, Q] -> bool [n]."""
     n = signatures.shape[0]
-    prefix = n - window
     keep = np.zeros(n, bool)
-    keep[prefix:] = True
     share = budget - window
     if n <= budget:
         keep[:] = True
         return keep
     r = min(share, max(1, int(round(fraction * share))))  # share is 0 when the default window fills a budget of 1
-    base_k = share - r
-    order = np.argsort(-base_scores, kind="stable")
-    keep[order[:base_k]] = True
-    if r == 0:
-        return keep
-    cand = np.sort(order[base_k:])
     if anchor == "mean":
-        ref = signatures[:prefix].mean(axis=0) >= 0.5
+        ref = signatures[: n - window].mean(axis=0) >= 0.5
     elif anchor == "alternate":
         ref = (np.arange(signatures.shape[1]) % 2).astype(bool)
     else:
         ref = rng.random(signatures.shape[1]) < 0.5
-    dist = (signatures[cand] != ref[None, :]).sum(axis=1)
-    grouped = cand[np.lexsort((cand, dist))]
-    for chunk in np.array_split(grouped, r):
-        if chunk.size:
-            keep[chunk[np.argmax(base_scores[chunk])]] = True
+    K.kvcrush_head(np.ascontiguousarray(base_scores, dtype=np.float64), np.ascontiguousarray(signatures), ref, window,
+                   share - r, r, keep)
     return keep
 
 
@@ -260,8 +249,8 @@ def _select_layer(trace, li, policy, budget, kept_l):
     elif name == "fasa":
         half = trace.head_dim // 2
         chunks = SC.fasa_dominant_chunks(trace, li, min(int(prm["chunks"]), half), int(prm["calibration"]))
-        dims = np.concatenate([chunks, chunks + half], axis=1)
-        SK.softmax_select_heads(SC.raw_logits(trace, li, dims), g, n, scaling, how, budget, kept_l)
+        q, k_t = SC.partial_queries_keys(trace, li, np.concatenate([chunks, chunks + half], axis=1))
+        SK.partial_softmax_select_heads(q, k_t, g, n, scaling, how, budget, kept_l)
     elif name == "hisa":
         block = int(prm["block"])
         blocks = int(prm["blocks"]) if prm["blocks"] is not None else max(1, -(-2 * budget // block))

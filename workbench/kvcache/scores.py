@@ -15,7 +15,7 @@ def snapkv_scores(trace: KVTrace, li: int, window: int, kernel: int, pooling: st
     """SnapKV: attention from the last ``window`` context queries summed per position, pooled over the
     positions before the window. float64 [H, T]; the window and every decode position score +inf."""
     n = trace.n_prefill
-    obs = trace.obs_attn[li, :, trace.obs_window - window:, :].astype(np.float32)
+    obs = trace.f32("obs_attn", li)[:, trace.obs_window - window:, :]
     votes = obs.sum(axis=1, dtype=np.float64)
     out = np.full((trace.n_kv_heads, trace.n_tokens), np.inf)
     prefix = n - window
@@ -35,7 +35,7 @@ def h2o_scores(trace: KVTrace, li: int) -> np.ndarray:
 def tova_scores(trace: KVTrace, li: int) -> np.ndarray:
     """TOVA's starting scores: the attention of the last context query; decode positions 0."""
     out = np.zeros((trace.n_kv_heads, trace.n_tokens))
-    out[:, : trace.n_prefill] = trace.obs_attn[li, :, -1, :].astype(np.float64)
+    out[:, : trace.n_prefill] = trace.f32("obs_attn", li)[:, -1, :]
     return out
 
 
@@ -53,6 +53,16 @@ def raw_logits(trace: KVTrace, li: int, dims=None) -> np.ndarray:
     q = np.take_along_axis(q, dims[:, None, :], axis=2)
     k = np.take_along_axis(k, dims[:, None, :], axis=2)
     return np.matmul(q, k.transpose(0, 2, 1))
+
+
+def partial_queries_keys(trace: KVTrace, li: int, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The decode queries and the keys restricted to ``dims`` ([Q, d'] indices, per query head): float32
+    ``q`` [Q, S, d'] and ``k_t`` [Q, d', T] (keys transposed, so a dot product over d' runs along positions)."""
+    g = trace.group_size
+    q = np.take_along_axis(trace.f32("queries", li)[:, trace.n_prefill:, :], dims[:, None, :], axis=2)
+    keys = trace.f32("keys", li)                                               # [H, T, D]
+    k_t = np.stack([keys[qi // g][:, dims[qi]].T for qi in range(dims.shape[0])])
+    return np.ascontiguousarray(q), np.ascontiguousarray(k_t)
 
 
 def decode_logits(trace: KVTrace, li: int, dims=None) -> np.ndarray:
@@ -91,10 +101,10 @@ def fasa_dominant_chunks(trace: KVTrace, li: int, n_chunks: int, calibration: in
     var(full) = q' C q (float64)."""
     n, g, half = trace.n_prefill, trace.group_size, trace.head_dim // 2
     c = max(1, min(calibration, n - 1))
-    keys = trace.keys[li][:, : n - 1, :].astype(np.float64)                    # [H, n-1, D] (strictly earlier)
+    keys = trace.f32("keys", li)[:, : n - 1, :].astype(np.float64)            # [H, n-1, D] (strictly earlier)
     centred = keys - keys.mean(axis=1, keepdims=True)
     scatter = np.repeat(np.matmul(centred.transpose(0, 2, 1), centred), g, axis=0)  # [Q, D, D]
-    q = trace.queries[li][:, n - c: n, :].astype(np.float64)                    # [Q, c, D]
+    q = trace.f32("queries", li)[:, n - c: n, :].astype(np.float64)            # [Q, c, D]
     cq = np.matmul(q, scatter)                                                  # [Q, c, D] (C symmetric)
     var_full = (q * cq).sum(axis=-1, keepdims=True)                             # [Q, c, 1]
     lo, hi = q[..., :half], q[..., half:]
@@ -122,10 +132,10 @@ def hisa_coarse(trace: KVTrace, li: int, block: int) -> np.ndarray:
     block of ``block`` positions. float32 [H, S, B] with B = T // block."""
     g, n = trace.group_size, trace.n_prefill
     nb = trace.n_tokens // block
-    keys = trace.keys[li, :, : nb * block].astype(np.float32)
+    keys = trace.f32("keys", li)[:, : nb * block]
     keys = keys.reshape(trace.n_kv_heads, nb, block, trace.head_dim)          # nb = 0 if t < block
     reps = np.repeat(keys.mean(axis=2), g, axis=0)                            # [Q, nb, D]
-    q = trace.queries[li, :, n:, :].astype(np.float32)
+    q = trace.f32("queries", li)[:, n:, :]
     return aggregate_group(np.matmul(q, reps.transpose(0, 2, 1)), g, "max")  # [H, S, nb]
 
 
@@ -161,8 +171,8 @@ def quest_page_bounds(queries, keys, n_pre, page):
     of q), so all steps and pages of a head are two matrix products."""
     h, t, d = keys.shape
     n_full = t // page
-    k = keys[:, : n_full * page].astype(np.float64).reshape(h, n_full, page, d)
-    kmin, kmax = k.min(axis=2), k.max(axis=2)                                  # [H, P, D]
+    k = keys[:, : n_full * page].reshape(h, n_full, page, d)
+    kmin, kmax = k.min(axis=2).astype(np.float64), k.max(axis=2).astype(np.float64)  # [H, P, D] (exact)
     q = queries[:, :, n_pre:].astype(np.float64)                               # [H, G, S, D]
     bounds = (np.matmul(np.maximum(q, 0.0), kmax[:, None].transpose(0, 1, 3, 2))
               + np.matmul(np.minimum(q, 0.0), kmin[:, None].transpose(0, 1, 3, 2)))

@@ -14,26 +14,100 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from workbench.kvcache.kernels import SAMPLE, _topk_into
+from workbench.kvcache.kernels import SCRATCH, _topk_into
 
 AGG_SUM, AGG_MEAN, AGG_MAX = 0, 1, 2
 
 
-@njit(cache=True)
-def _softmax_into(x, n, scaling, e):
-    """``e[:n] = softmax(scaling * x[:n])`` in float32 (the sum in float64); returns nothing."""
-    m = -np.inf
+# exp(v) = 2^k * exp(r), k = round(v / ln 2), r = v - k ln 2 in two parts (Cody-Waite, fdlibm's constants)
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_EXACT = {"nnan", "ninf", "nsz", "contract"}  # fast-math without reassociation or reciprocal division
+
+
+@njit(cache=True, fastmath=True)
+def _max_scaled(x, n, scaling):
+    m = np.float32(-np.inf)
     for i in range(n):
-        v = x[i] * scaling
-        m = v if v > m else m
+        m = max(m, x[i] * scaling)
+    return m
+
+
+@njit(cache=True, fastmath=_EXACT)
+def _exp_mantissas(x, n, scaling, m, out, k52):
+    """``exp(v) = out[i] * 2^k`` for ``v = float64(x[i] * scaling) - m``: ``out[i] = exp(r)`` (Taylor to r^11, relative
+    error < 1e-14 for |r| <= ln(2)/2) and ``k52[i] = k << 52`` (k added to the float64 exponent by `_exp_sum`). No
+    calls and no branches, so the loop vectorises (numba has no vector exp without Intel's SVML)."""
+    for i in range(n):
+        v = max(np.float64(x[i] * scaling) - m, -700.0)  # exp(-700) rounds to 0 in float32; k stays > -1022
+        k = np.floor(v * _LOG2E + 0.5)
+        r = (v - k * _LN2_HI) - k * _LN2_LO
+        p = 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        out[i] = p * r + 1.0
+        k52[i] = np.int64(k) << 52
+
+
+@njit(cache=True, fastmath=True)
+def _exp_sum(bits, k52, e64, n):
+    """Scale the mantissas by their powers of two (integer add on the exponent field); returns their sum."""
+    for i in range(n):
+        bits[i] += k52[i]
     z = 0.0
     for i in range(n):
-        v = np.exp(x[i] * scaling - m)
-        e[i] = v
-        z += v
-    zf = np.float32(z)
+        z += e64[i]
+    return z
+
+
+@njit(cache=True, fastmath=_EXACT)
+def _divide_into(e64, n, zf, e):
     for i in range(n):
-        e[i] = e[i] / zf
+        e[i] = np.float32(e64[i]) / zf
+
+
+@njit(cache=True)
+def _softmax_into(x, n, scaling, e, work):
+    """``e[:n] = softmax(scaling * x[:n])`` as float32: the max and the exponentials in float64 (each exponential
+    rounded to float32, the sum kept in float64), divided in float32 by the rounded sum. ``work``: float64 scratch
+    of 2 n. Vectorised, and bit-identical to the scalar ``np.exp`` loop in all but ~1e-7 of the cells."""
+    e64 = work[:n]
+    k52 = work[n:2 * n].view(np.int64)
+    _exp_mantissas(x, n, scaling, np.float64(_max_scaled(x, n, scaling)), e64, k52)
+    z = _exp_sum(e64.view(np.int64), k52, e64, n)
+    _divide_into(e64, n, np.float32(z), e)
+
+
+@njit(cache=True)
+def _add_softmax(row, n, scaling, how, first, acc, e, work):
+    """Aggregate ``softmax(scaling * row[:n])`` into ``acc[:n]`` (``first``: it becomes ``acc``); AGG_MEAN sums here
+    and divides once all heads are in (`_finish_mean`)."""
+    if first:
+        _softmax_into(row, n, scaling, acc, work)
+        return
+    _softmax_into(row, n, scaling, e, work)
+    if how == AGG_MAX:
+        for i in range(n):
+            acc[i] = max(acc[i], e[i])
+    else:
+        for i in range(n):
+            acc[i] += e[i]
+
+
+@njit(cache=True)
+def _finish_mean(acc, n, how, n_g):
+    if how == AGG_MEAN:
+        for i in range(n):
+            acc[i] /= n_g
 
 
 @njit(cache=True)
@@ -44,24 +118,16 @@ def softmax_select_head(logits, n_pre, scaling, how, budget, kept):
     n_g, n_s, t = logits.shape
     acc = np.empty(t, np.float32)
     e = np.empty(t, np.float32)
-    buf = np.empty(t + SAMPLE, np.float32)
+    buf = np.empty(t + SCRATCH, np.float32)
+    work = np.empty(2 * t, np.float64)
     for s in range(n_s):
         p = n_pre + s
         if p + 1 <= budget:
             kept[s, : p + 1] = True
             continue
-        _softmax_into(logits[0, s], p + 1, scaling, acc)
-        for g in range(1, n_g):
-            _softmax_into(logits[g, s], p + 1, scaling, e)
-            if how == AGG_MAX:
-                for i in range(p + 1):
-                    acc[i] = max(acc[i], e[i])
-            else:
-                for i in range(p + 1):
-                    acc[i] += e[i]
-        if how == AGG_MEAN:
-            for i in range(p + 1):
-                acc[i] /= n_g
+        for g in range(n_g):
+            _add_softmax(logits[g, s], p + 1, scaling, how, g == 0, acc, e, work)
+        _finish_mean(acc, p + 1, how, n_g)
         _topk_into(acc, p, budget - 1, buf, kept[s])
         kept[s, p] = True
 
@@ -73,6 +139,51 @@ def softmax_select_heads(logits, group, n_pre, scaling, how, budget, kept):
         softmax_select_head(logits[h * group:(h + 1) * group], n_pre, scaling, how, budget, kept[h])
 
 
+@njit(cache=True, fastmath=_EXACT)
+def _dot_rows(q, k_t, n, out):
+    """``out[:n] = q . k_t[:, :n]`` for ``q`` [d] and ``k_t`` [d, T], summed over d in order (one FMA per term)."""
+    q0 = q[0]
+    for i in range(n):
+        out[i] = q0 * k_t[0, i]
+    for d in range(1, q.shape[0]):
+        qd = q[d]
+        for i in range(n):
+            out[i] += qd * k_t[d, i]
+
+
+@njit(cache=True)
+def partial_softmax_select_head(q, k_t, n_pre, scaling, how, budget, kept):
+    """`softmax_select_head` on logits computed here, one step at a time, from a few dimensions only (FASA's dominant
+    frequency chunks): ``q`` float32 [G, S, d'] the decode queries' chosen dimensions, ``k_t`` float32 [G, d', T]
+    the keys' same dimensions (per query head, transposed). Never materialises the [G, S, T] logits."""
+    n_g, n_s, _ = q.shape
+    t = k_t.shape[2]
+    row = np.empty(t, np.float32)
+    acc = np.empty(t, np.float32)
+    e = np.empty(t, np.float32)
+    buf = np.empty(t + SCRATCH, np.float32)
+    work = np.empty(2 * t, np.float64)
+    for s in range(n_s):
+        p = n_pre + s
+        if p + 1 <= budget:
+            kept[s, : p + 1] = True
+            continue
+        for g in range(n_g):
+            _dot_rows(q[g, s], k_t[g], p + 1, row)
+            _add_softmax(row, p + 1, scaling, how, g == 0, acc, e, work)
+        _finish_mean(acc, p + 1, how, n_g)
+        _topk_into(acc, p, budget - 1, buf, kept[s])
+        kept[s, p] = True
+
+
+@njit(cache=True, parallel=True)
+def partial_softmax_select_heads(q, k_t, group, n_pre, scaling, how, budget, kept):
+    """`partial_softmax_select_head` for every KV head: ``q`` [H * group, S, d'], ``k_t`` [H * group, d', T]."""
+    for h in prange(kept.shape[0]):
+        partial_softmax_select_head(q[h * group:(h + 1) * group], k_t[h * group:(h + 1) * group], n_pre, scaling,
+                                    how, budget, kept[h])
+
+
 @njit(cache=True)
 def hisa_select_head(logits, coarse, n_pre, scaling, block, n_blocks, budget, kept):
     """HISA for one KV head. ``coarse`` float32 [S, B]: each complete block's score (max over the group of
@@ -81,8 +192,8 @@ def hisa_select_head(logits, coarse, n_pre, scaling, block, n_blocks, budget, ke
     n_g, n_s, t = logits.shape
     nb = coarse.shape[1]
     row = np.empty(t, np.float32)
-    buf = np.empty(t + SAMPLE, np.float32)
-    bbuf = np.empty(nb + SAMPLE, np.float32)
+    buf = np.empty(t + SCRATCH, np.float32)
+    bbuf = np.empty(nb + SCRATCH, np.float32)
     chosen = np.zeros(max(nb, 1), np.bool_)
     for s in range(n_s):
         p = n_pre + s
