@@ -7,17 +7,24 @@ the policies: heads and layers batched as tensors, one loop over the decode step
 ``torch.topk`` over all the steps at once where it is not (the selection policies, the one-off prefill
 compression). `benchmarks/kvcache.py` times it against the numba kernels.
 
-The masks are identical to the numba path (the tests check every policy), with the same conventions (`kernels`'
-module docstring): eviction drops the lowest score among unprotected cached positions, ties to the oldest
-(``argmin`` returns the first minimum; k at once through `top_mask`); selection keeps the current position plus
-the ``budget - 1`` best earlier scores, ties to the oldest (`top_mask`: ``torch.topk`` gives the k-th value, then
-ties at that threshold are taken in position order). Scores are float64 where the kernels use float64. The scores
-themselves come from the numpy helpers of `scores` (shared by both backends); Quest's page bounds are computed
-here, summed over the head dimension in the kernel's order so that they are bit-identical. One sum is not in the
-kernel's order: H2O/TOVA renormalise each step's attention by its float64 sum over the cache (``Tensor.sum``, a
-different association than the kernel's left-to-right loop); TOVA's ranking cannot change (one divisor per row),
-H2O's accumulated scores could differ in the last bit, which decides nothing unless two scores tie to ~1e-16.
-The stacked float32 attention is cached on the trace (per device) like `KVTrace.f32`.
+The masks are identical to the numba path (the tests check every policy), with the same conventions
+(`kernels`' module docstring): eviction drops the lowest score among unprotected cached positions, ties to the
+oldest (``argmin`` returns the first minimum; k at once through `top_mask`); selection keeps the current
+position plus the ``budget - 1`` best earlier scores, ties to the oldest (`top_mask`: ``torch.topk`` gives the
+k-th value, then ties at that threshold are taken in position order). Scores are float64 where the kernels use
+float64. The eviction policies' scores come from the numpy helpers of `scores` (shared by both backends). The
+query-aware selection scores are computed here, on ``device``, one layer at a time: Quest's page bounds,
+summed over the head dimension in the kernel's order so that they are bit-identical; TokenSelect, FASA and
+HISA from ``torch.matmul`` q . k logits, with the softmax and the head aggregation in the fused kernels'
+arithmetic (`select_kernels`: exp in float64, float64 sum, heads added in order; bit-identical given the same
+logits). The logits are not always the same: the numba path takes them from numpy's BLAS, whose summation
+order (OpenBLAS: it even changes with the thread count) leaves ~2% of them 1 ulp away from torch's (MKL's
+equal a plain in-order FMA dot product), so a score within an ulp of the selection threshold can swap with its
+neighbour; seen for HISA only (raw logits as scores), a few cells in some replays of a 4096-token trace. One
+sum is not in the kernel's order: H2O/TOVA renormalise each step's attention by its float64 sum over the cache
+(``Tensor.sum``, a different association than the kernel's left-to-right loop); TOVA's ranking cannot change
+(one divisor per row), H2O's accumulated scores could differ in the last bit, which decides nothing unless two
+scores tie to ~1e-16. The stacked float32 attention is cached on the trace (per device) like `KVTrace.f32`.
 
 Example::
 
@@ -318,6 +325,96 @@ def _quest(trace, li, budget, page, device) -> torch.Tensor:
     return kept | ((pos <= p) & (p + 1 <= budget))
 
 
+def _head_logits(trace, li, device, dims=None):
+    """``SC.decode_logits`` on ``device``, one KV head at a time: yields float32 [G, S, T], the scaled q . k
+    (float32 products times float32 ``scaling``) of the head's query group against every position, future
+    positions -inf. One matrix product per KV head (its group's queries stacked), or per query head over the
+    dimensions ``dims`` (numpy int [Q, d']). Per head, so that no temporary is larger than [G, S, T]."""
+    g, h, n, s, t = trace.group_size, trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens
+    q = torch.from_numpy(trace.f32("queries", li)).to(device)[:, n:]                  # [Q, S, D]
+    k = torch.from_numpy(trace.f32("keys", li)).to(device)                            # [H, T, D]
+    scaling = torch.tensor(np.float32(trace.scaling), device=device)
+    future = ~_causal(n, s, t, device)
+    idx = None if dims is None else torch.from_numpy(np.ascontiguousarray(dims, dtype=np.int64)).to(device)
+    for hh in range(h):
+        qh = q[hh * g:(hh + 1) * g]                                                   # [G, S, D]
+        if idx is None:
+            raw = torch.matmul(qh.reshape(g * s, -1), k[hh].T).reshape(g, s, t)
+        else:
+            ih = idx[hh * g:(hh + 1) * g, None, :]                                    # [G, 1, d']
+            qd = torch.gather(qh, 2, ih.expand(-1, s, -1))
+            kd = torch.gather(k[hh].expand(g, -1, -1), 2, ih.expand(-1, t, -1))
+            raw = torch.matmul(qd, kd.transpose(1, 2))
+        yield raw.mul_(scaling).masked_fill_(future, -_INF)
+
+
+def _softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension in the fused kernel's arithmetic (`select_kernels._softmax_into`): the
+    float32 row max, exp(x - max) in float64 rounded to float32, divided by the float64 sum of those exps rounded
+    to float32."""
+    e = x.double().sub_(x.amax(-1, keepdim=True).double()).exp_()
+    return e.float().div_(e.sum(-1, keepdim=True).float())
+
+
+def _add_softmax(acc, logits: torch.Tensor, how: str) -> torch.Tensor:
+    """Aggregate the softmax of each query head of ``logits`` [G, S, T] into ``acc`` [S, T] (None: the first head
+    becomes it), in head order as the kernel does: float32 sum ("sum", "mean"; the mean divides at the end), or
+    max."""
+    for x in logits:
+        e = _softmax(x)
+        if acc is None:
+            acc = e
+        elif how == "max":
+            torch.maximum(acc, e, out=acc)
+        else:
+            acc.add_(e)
+    return acc
+
+
+def _tokenselect_scores(trace, li, device) -> torch.Tensor:
+    """``SC.tokenselect_scores`` on ``device``: float32 [1, S, T], every query head of the layer (in order) voting
+    on one selection."""
+    acc = None
+    for logits in _head_logits(trace, li, device):
+        acc = _add_softmax(acc, logits, "sum")
+    return acc[None]
+
+
+def _fasa_scores(trace, li, n_chunks, calibration, device) -> torch.Tensor:
+    """``SC.fasa_scores`` on ``device`` (only the small dominant-chunk calibration in numpy): float32 [H, S, T],
+    the softmax of the partial logits aggregated over each KV head's group (mean or max, per ``trace.gqa``)."""
+    half, g = trace.head_dim // 2, trace.group_size
+    how = "mean" if trace.gqa == "mean" else "max"
+    chunks = SC.fasa_dominant_chunks(trace, li, min(n_chunks, half), calibration)
+    dims = np.concatenate([chunks, chunks + half], axis=1)
+    out = [_add_softmax(None, logits, how) for logits in _head_logits(trace, li, device, dims)]
+    return torch.stack([x.div_(g) for x in out] if how == "mean" else out)
+
+
+def _hisa_scores(trace, li, block, n_blocks, device) -> torch.Tensor:
+    """``SC.hisa_scores`` on ``device``: float32 [H, S, T], the group's max of the scaled logits on the candidate
+    positions (the best ``n_blocks`` complete earlier blocks by their coarse score, ties to the lowest block, plus
+    the current block onward), -inf elsewhere."""
+    g, h, n, s, t, d = (trace.group_size, trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens,
+                        trace.head_dim)
+    nb = t // block
+    keys = torch.from_numpy(trace.f32("keys", li)).to(device)[:, : nb * block].reshape(h, nb, block, d)
+    reps = keys[:, :, 0].clone()                              # numpy's float32 mean: the block summed in order
+    for i in range(1, block):
+        reps += keys[:, :, i]
+    reps /= block                                                                     # [H, B, D]
+    q = torch.from_numpy(trace.f32("queries", li)).to(device)[:, n:]                  # [Q, S, D]
+    coarse = torch.matmul(q, reps.repeat_interleave(g, dim=0).transpose(1, 2))        # [Q, S, B]
+    coarse = coarse.reshape(h, g, s, nb).amax(1)                                      # [H, S, B]
+    cur = (n + torch.arange(s, device=device)) // block                               # [S]
+    earlier = torch.arange(nb, device=device)[None, :] < cur[:, None]                  # complete earlier blocks
+    chosen = top_mask(coarse, earlier.expand(h, s, nb), n_blocks)                     # [H, S, B]
+    cand = (torch.arange(t, device=device)[None, :] >= (cur * block)[:, None]).expand(h, s, t).clone()
+    cand[..., : nb * block] |= chosen.repeat_interleave(block, dim=-1)
+    fine = torch.stack([logits.amax(0) for logits in _head_logits(trace, li, device)])  # [H, S, T]
+    return fine.masked_fill_(~cand, -_INF)
+
+
 def _selection(trace, lis, policy, budget, device) -> torch.Tensor:
     name, prm = policy.name, policy.params
     n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
@@ -328,19 +425,18 @@ def _selection(trace, lis, policy, budget, device) -> torch.Tensor:
                                "one page")
         return torch.stack([_quest(trace, li, budget, page, device) for li in lis])
     kept = torch.zeros((len(lis), h, s, t), dtype=torch.bool, device=device)
-    for j, li in enumerate(lis):
+    for j, li in enumerate(lis):  # one layer at a time: the [Q, S, T] logits are the large temporaries
         if name == "oracle":
-            sc = torch.from_numpy(trace.f32("attn", li))
-        elif name == "tokenselect":
-            sc = torch.from_numpy(SC.tokenselect_scores(trace, li).astype(np.float32))[None]
+            sc = torch.from_numpy(trace.f32("attn", li)).to(device)
+        elif name == "tokenselect":  # every query head of the layer votes on one selection shared by all KV heads
+            sc = _tokenselect_scores(trace, li, device)
         elif name == "fasa":
-            sc = torch.from_numpy(np.ascontiguousarray(
-                SC.fasa_scores(trace, li, int(prm["chunks"]), int(prm["calibration"])), dtype=np.float32))
+            sc = _fasa_scores(trace, li, int(prm["chunks"]), int(prm["calibration"]), device)
         else:  # hisa
             block = int(prm["block"])
             blocks = int(prm["blocks"]) if prm["blocks"] is not None else max(1, -(-2 * budget // block))
-            sc = torch.from_numpy(SC.hisa_scores(trace, li, block, blocks))
-        kept[j] = _select(sc.to(device), n, budget)
+            sc = _hisa_scores(trace, li, block, blocks, device)
+        kept[j] = _select(sc, n, budget)
     return kept
 
 

@@ -11,6 +11,7 @@ import torch
 from tests.workbench.kvcache.test_policies import ALL_POLICIES, SYNTHETIC, _policies_for, _rejected
 from workbench.errors import KVCacheError
 from workbench.kvcache import POLICY_NAMES, make_policy, replay
+from workbench.kvcache import scores as SC
 from workbench.kvcache.policies import resolve_budget
 from workbench.kvcache.torch_replay import replay_kept, top_mask
 
@@ -75,6 +76,37 @@ def test_torch_replay_metrics_equal_numba():
     b = replay(trace, "tova", 6, backend="torch")
     np.testing.assert_array_equal(a.mass, b.mass)
     np.testing.assert_array_equal(a.iou, b.iou)
+
+
+QUERY_AWARE = [make_policy("tokenselect"), make_policy("fasa", chunks=2, calibration=3),
+               make_policy("hisa", block=4, blocks=1)]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("policy", QUERY_AWARE, ids=lambda p: p.label())
+def test_query_aware_scores_are_computed_in_torch_on_the_device(monkeypatch, policy, device):
+    """TokenSelect, FASA and HISA score in torch on the requested device: no numpy score helper runs, and every
+    q . k product is on ``device``."""
+    trace = SYNTHETIC[3]
+    ref = replay(trace, policy, 5, metrics=False, backend="numba")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the torch path called a numpy score helper")
+
+    for name in ("raw_logits", "decode_logits", "softmax", "aggregate_group", "tokenselect_scores", "fasa_scores",
+                 "hisa_coarse", "hisa_scores"):
+        monkeypatch.setattr(SC, name, refuse)
+    devices = []
+    matmul = torch.matmul
+
+    def spy(a, b, *args, **kwargs):
+        devices.append((a.device.type, b.device.type))
+        return matmul(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "matmul", spy)
+    kept, _, _ = replay_kept(trace, policy, ref.budget, range(trace.n_layers), device=device)
+    np.testing.assert_array_equal(kept, ref.kept)
+    assert devices and set(devices) == {(device, device)}
 
 
 @pytest.mark.parametrize("k", [0, 1, 3, 4, 6, 9])
