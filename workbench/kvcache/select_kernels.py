@@ -26,81 +26,100 @@ _LN2_LO = 1.90821492927058770002e-10
 _EXACT = {"nnan", "ninf", "nsz", "contract"}  # fast-math without reassociation or reciprocal division
 
 
+_SHIFTER = 6755399441055744.0  # 2^52 + 2^51: k + _SHIFTER holds the integer k in its low mantissa bits
+# exp(r) = sum r^j / j!, j <= 11 (relative error < 1e-14 for |r| <= ln(2)/2), evaluated by Estrin's scheme
+_C = [1.0 / f for f in (1, 1, 2, 6, 24, 120, 720, 5040, 40320, 362880, 3628800, 39916800)]
+_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11 = _C
+
+
 @njit(cache=True, fastmath=True)
 def _max_scaled(x, n, scaling):
-    m = np.float32(-np.inf)
-    for i in range(n):
-        m = max(m, x[i] * scaling)
-    return m
+    """``max(x[:n] * scaling)``, eight running maxima so that the loop vectorises."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(-np.inf)
+    i = 0
+    while i + 8 <= n:
+        m0 = max(m0, x[i] * scaling)
+        m1 = max(m1, x[i + 1] * scaling)
+        m2 = max(m2, x[i + 2] * scaling)
+        m3 = max(m3, x[i + 3] * scaling)
+        m4 = max(m4, x[i + 4] * scaling)
+        m5 = max(m5, x[i + 5] * scaling)
+        m6 = max(m6, x[i + 6] * scaling)
+        m7 = max(m7, x[i + 7] * scaling)
+        i += 8
+    while i < n:
+        m0 = max(m0, x[i] * scaling)
+        i += 1
+    return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
 
 
 @njit(cache=True, fastmath=_EXACT)
-def _exp_mantissas(x, n, scaling, m, out, k52):
-    """``exp(v) = out[i] * 2^k`` for ``v = float64(x[i] * scaling) - m``: ``out[i] = exp(r)`` (Taylor to r^11, relative
-    error < 1e-14 for |r| <= ln(2)/2) and ``k52[i] = k << 52`` (k added to the float64 exponent by `_exp_sum`). No
-    calls and no branches, so the loop vectorises (numba has no vector exp without Intel's SVML)."""
+def _exp_mantissas(x, n, scaling, m, out, kd):
+    """``exp(v) = out[i] * 2^k`` for ``v = float64(x[i] * scaling) - m``: ``out[i] = exp(r)`` and ``kd[i] = k +
+    _SHIFTER`` (whose bits `_exp_sum` adds to the float64 exponent). Float arithmetic only, no calls, no branches
+    and no float -> int64 conversion (AVX2 has none), so the loop vectorises (numba has no vector exp without
+    Intel's SVML)."""
     for i in range(n):
         v = max(np.float64(x[i] * scaling) - m, -700.0)  # exp(-700) rounds to 0 in float32; k stays > -1022
         k = np.floor(v * _LOG2E + 0.5)
         r = (v - k * _LN2_HI) - k * _LN2_LO
-        p = 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        out[i] = p * r + 1.0
-        k52[i] = np.int64(k) << 52
+        r2 = r * r
+        r4 = r2 * r2
+        a = (_C0 + _C1 * r) + r2 * (_C2 + _C3 * r)
+        b = (_C4 + _C5 * r) + r2 * (_C6 + _C7 * r)
+        c = (_C8 + _C9 * r) + r2 * (_C10 + _C11 * r)
+        out[i] = a + r4 * (b + r4 * c)
+        kd[i] = k + _SHIFTER
 
 
 @njit(cache=True, fastmath=True)
-def _exp_sum(bits, k52, e64, n):
-    """Scale the mantissas by their powers of two (integer add on the exponent field); returns their sum."""
+def _exp_sum(bits, kbits, e64, n):
+    """Scale the mantissas by their powers of two: the low 12 bits of ``kbits`` (k + _SHIFTER's bits) shifted
+    into the exponent field are k mod 2^12, so the integer add multiplies by 2^k. Returns the sum."""
     for i in range(n):
-        bits[i] += k52[i]
+        bits[i] += kbits[i] << 52
     z = 0.0
     for i in range(n):
         z += e64[i]
     return z
 
 
+STORE, ADD, MAX = 0, 1, 2
+
+
 @njit(cache=True, fastmath=_EXACT)
-def _divide_into(e64, n, zf, e):
-    for i in range(n):
-        e[i] = np.float32(e64[i]) / zf
-
-
-@njit(cache=True)
-def _softmax_into(x, n, scaling, e, work):
-    """``e[:n] = softmax(scaling * x[:n])`` as float32: the max and the exponentials in float64 (each exponential
-    rounded to float32, the sum kept in float64), divided in float32 by the rounded sum. ``work``: float64 scratch
-    of 2 n. Vectorised, and bit-identical to the scalar ``np.exp`` loop in all but ~1e-7 of the cells."""
-    e64 = work[:n]
-    k52 = work[n:2 * n].view(np.int64)
-    _exp_mantissas(x, n, scaling, np.float64(_max_scaled(x, n, scaling)), e64, k52)
-    z = _exp_sum(e64.view(np.int64), k52, e64, n)
-    _divide_into(e64, n, np.float32(z), e)
-
-
-@njit(cache=True)
-def _add_softmax(row, n, scaling, how, first, acc, e, work):
-    """Aggregate ``softmax(scaling * row[:n])`` into ``acc[:n]`` (``first``: it becomes ``acc``); AGG_MEAN sums here
-    and divides once all heads are in (`_finish_mean`)."""
-    if first:
-        _softmax_into(row, n, scaling, acc, work)
-        return
-    _softmax_into(row, n, scaling, e, work)
-    if how == AGG_MAX:
+def _combine(e64, n, zf, mode, e):
+    """``float32(e64[i]) / zf`` stored into (STORE), added to (ADD) or maxed with (MAX) ``e[i]``."""
+    if mode == STORE:
         for i in range(n):
-            acc[i] = max(acc[i], e[i])
+            e[i] = np.float32(e64[i]) / zf
+    elif mode == ADD:
+        for i in range(n):
+            e[i] += np.float32(e64[i]) / zf
     else:
         for i in range(n):
-            acc[i] += e[i]
+            e[i] = max(e[i], np.float32(e64[i]) / zf)
+
+
+@njit(cache=True)
+def _softmax_into(x, n, scaling, e, work, mode=STORE):
+    """``e[:n] = softmax(scaling * x[:n])`` as float32 (``mode`` ADD / MAX: added to / maxed with ``e``): the max
+    and the exponentials in float64 (each exponential rounded to float32, the sum kept in float64), divided in
+    float32 by the rounded sum. ``work``: float64 scratch of 2 n. Vectorised, and bit-identical to the scalar
+    ``np.exp`` loop in all but ~1e-7 of the cells."""
+    e64 = work[:n]
+    kd = work[n:2 * n]
+    _exp_mantissas(x, n, scaling, np.float64(_max_scaled(x, n, scaling)), e64, kd)
+    z = _exp_sum(e64.view(np.int64), kd.view(np.int64), e64, n)
+    _combine(e64, n, np.float32(z), mode, e)
+
+
+@njit(cache=True)
+def _add_softmax(row, n, scaling, how, first, acc, work):
+    """Aggregate ``softmax(scaling * row[:n])`` into ``acc[:n]`` (``first``: it becomes ``acc``); AGG_MEAN sums here
+    and divides once all heads are in (`_finish_mean`)."""
+    mode = STORE if first else (MAX if how == AGG_MAX else ADD)
+    _softmax_into(row, n, scaling, acc, work, mode)
 
 
 @njit(cache=True)
@@ -117,7 +136,6 @@ def softmax_select_head(logits, n_pre, scaling, how, budget, kept):
     must start all False)."""
     n_g, n_s, t = logits.shape
     acc = np.empty(t, np.float32)
-    e = np.empty(t, np.float32)
     buf = np.empty(t + SCRATCH, np.float32)
     work = np.empty(2 * t, np.float64)
     for s in range(n_s):
@@ -126,7 +144,7 @@ def softmax_select_head(logits, n_pre, scaling, how, budget, kept):
             kept[s, : p + 1] = True
             continue
         for g in range(n_g):
-            _add_softmax(logits[g, s], p + 1, scaling, how, g == 0, acc, e, work)
+            _add_softmax(logits[g, s], p + 1, scaling, how, g == 0, acc, work)
         _finish_mean(acc, p + 1, how, n_g)
         _topk_into(acc, p, budget - 1, buf, kept[s])
         kept[s, p] = True
@@ -160,7 +178,6 @@ def partial_softmax_select_head(q, k_t, n_pre, scaling, how, budget, kept):
     t = k_t.shape[2]
     row = np.empty(t, np.float32)
     acc = np.empty(t, np.float32)
-    e = np.empty(t, np.float32)
     buf = np.empty(t + SCRATCH, np.float32)
     work = np.empty(2 * t, np.float64)
     for s in range(n_s):
@@ -170,7 +187,7 @@ def partial_softmax_select_head(q, k_t, n_pre, scaling, how, budget, kept):
             continue
         for g in range(n_g):
             _dot_rows(q[g, s], k_t[g], p + 1, row)
-            _add_softmax(row, p + 1, scaling, how, g == 0, acc, e, work)
+            _add_softmax(row, p + 1, scaling, how, g == 0, acc, work)
         _finish_mean(acc, p + 1, how, n_g)
         _topk_into(acc, p, budget - 1, buf, kept[s])
         kept[s, p] = True
