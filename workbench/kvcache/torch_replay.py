@@ -87,6 +87,18 @@ def _layer_stack(trace: KVTrace, name: str, lis, device) -> torch.Tensor:
     return trace._f32[key]
 
 
+def _layer_f32(trace: KVTrace, name: str, li: int, device) -> torch.Tensor:
+    """float32 ``trace.<name>[li]`` on ``device``: on the CPU a view of `KVTrace.f32`'s array, on a GPU a copy
+    cached on the trace, so that replaying another policy or budget does not copy the layer again."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.from_numpy(trace.f32(name, li))
+    key = ("torch", name, int(li), str(device))
+    if key not in trace._f32:
+        trace._f32[key] = torch.from_numpy(trace.f32(name, li)).to(device)
+    return trace._f32[key]
+
+
 def _causal(n: int, s: int, t: int, device) -> torch.Tensor:
     """bool [S, T]: position i exists for the query of step s (i <= n + s)."""
     pos = torch.arange(t, device=device)
@@ -301,8 +313,8 @@ def _select(scores: torch.Tensor, n: int, budget: int) -> torch.Tensor:
 def _quest(trace, li, budget, page, device) -> torch.Tensor:
     """Quest for one layer, all heads and steps at once: kept [H, S, T]."""
     h, n, s, t, d = trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens, trace.head_dim
-    queries = torch.from_numpy(trace.f32("queries", li)).to(device).reshape(h, trace.group_size, t, d)[:, :, n:]
-    keys = torch.from_numpy(trace.f32("keys", li)).to(device)
+    queries = _layer_f32(trace, "queries", li, device).reshape(h, trace.group_size, t, d)[:, :, n:]
+    keys = _layer_f32(trace, "keys", li, device)
     n_full = t // page
     pages = keys[:, : n_full * page].reshape(h, n_full, page, d)
     kmin, kmax = pages.amin(2), pages.amax(2)                                        # [H, P, D]
@@ -331,8 +343,8 @@ def _head_logits(trace, li, device, dims=None):
     positions -inf. One matrix product per KV head (its group's queries stacked), or per query head over the
     dimensions ``dims`` (numpy int [Q, d']). Per head, so that no temporary is larger than [G, S, T]."""
     g, h, n, s, t = trace.group_size, trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens
-    q = torch.from_numpy(trace.f32("queries", li)).to(device)[:, n:]                  # [Q, S, D]
-    k = torch.from_numpy(trace.f32("keys", li)).to(device)                            # [H, T, D]
+    q = _layer_f32(trace, "queries", li, device)[:, n:]                        # [Q, S, D]
+    k = _layer_f32(trace, "keys", li, device)                            # [H, T, D]
     scaling = torch.tensor(np.float32(trace.scaling), device=device)
     future = ~_causal(n, s, t, device)
     idx = None if dims is None else torch.from_numpy(np.ascontiguousarray(dims, dtype=np.int64)).to(device)
@@ -398,12 +410,12 @@ def _hisa_scores(trace, li, block, n_blocks, device) -> torch.Tensor:
     g, h, n, s, t, d = (trace.group_size, trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens,
                         trace.head_dim)
     nb = t // block
-    keys = torch.from_numpy(trace.f32("keys", li)).to(device)[:, : nb * block].reshape(h, nb, block, d)
+    keys = _layer_f32(trace, "keys", li, device)[:, : nb * block].reshape(h, nb, block, d)
     reps = keys[:, :, 0].clone()                              # numpy's float32 mean: the block summed in order
     for i in range(1, block):
         reps += keys[:, :, i]
     reps /= block                                                                     # [H, B, D]
-    q = torch.from_numpy(trace.f32("queries", li)).to(device)[:, n:]                  # [Q, S, D]
+    q = _layer_f32(trace, "queries", li, device)[:, n:]                        # [Q, S, D]
     coarse = torch.matmul(q, reps.repeat_interleave(g, dim=0).transpose(1, 2))        # [Q, S, B]
     coarse = coarse.reshape(h, g, s, nb).amax(1)                                      # [H, S, B]
     cur = (n + torch.arange(s, device=device)) // block                               # [S]
@@ -427,7 +439,7 @@ def _selection(trace, lis, policy, budget, device) -> torch.Tensor:
     kept = torch.zeros((len(lis), h, s, t), dtype=torch.bool, device=device)
     for j, li in enumerate(lis):  # one layer at a time: the [Q, S, T] logits are the large temporaries
         if name == "oracle":
-            sc = torch.from_numpy(trace.f32("attn", li)).to(device)
+            sc = _layer_f32(trace, "attn", li, device)
         elif name == "tokenselect":  # every query head of the layer votes on one selection shared by all KV heads
             sc = _tokenselect_scores(trace, li, device)
         elif name == "fasa":

@@ -130,3 +130,19 @@ def test_torch_on_cuda_matches_numba(kv_trace, policy):
         for budget in (3, 8, trace.n_prefill):
             if not _rejected(trace, policy, budget):
                 _assert_same(trace, policy, budget, device="cuda")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_layers_are_copied_to_the_device_once(device):
+    """On the CPU the torch path reads `KVTrace.f32`'s arrays in place; on a GPU each layer is copied once and
+    reused by later replays."""
+    from workbench.kvcache.torch_replay import _layer_f32
+
+    trace = SYNTHETIC[0]
+    a = _layer_f32(trace, "keys", 0, device)
+    assert a.device.type == device
+    if device == "cpu":
+        assert a.data_ptr() == trace.f32("keys", 0).ctypes.data
+    else:
+        assert a is _layer_f32(trace, "keys", 0, device)
+    np.testing.assert_array_equal(a.cpu().numpy(), trace.keys[0].astype(np.float32))
