@@ -430,6 +430,31 @@ def kvcrush_head(base, signatures, ref, window, base_k, r, keep):
 
 
 @njit(cache=True)
+def count_rows(mask, out):
+    """``out[r]`` = the number of True cells in row ``r`` of a C-contiguous bool [R, T] ``mask``; ``out`` int32 [R].
+    Reads the mask as bytes, so the sum vectorises (numpy's ``mask.sum(-1)`` converts every cell first)."""
+    u = mask.view(np.uint8)
+    for r in range(u.shape[0]):
+        c = 0
+        for i in range(u.shape[1]):
+            c += u[r, i]
+        out[r] = c
+
+
+@njit(cache=True, fastmath=True)
+def page_min_max(keys, page, kmin, kmax):
+    """Per-dimension min and max of the keys of each complete page: ``keys`` float32 [T, D] -> ``kmin``, ``kmax``
+    [P, D] for P = T // page (exact, so float64 outputs hold the same values)."""
+    for j in range(kmin.shape[0]):
+        kmin[j] = keys[j * page]
+        kmax[j] = keys[j * page]
+        for i in range(j * page + 1, (j + 1) * page):
+            for d in range(keys.shape[1]):  # along the row: vectorises
+                kmin[j, d] = min(kmin[j, d], keys[i, d])
+                kmax[j, d] = max(kmax[j, d], keys[i, d])
+
+
+@njit(cache=True)
 def pool1d(x, kernel, avg):
     """Same-size 1-D max (or average) pooling of ``x`` [N] with an odd ``kernel`` (SnapKV's smoothing)."""
     n = x.shape[0]

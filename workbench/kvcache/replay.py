@@ -324,7 +324,7 @@ def replay(trace: KVTrace, policy, budget, *, seed: int | None = None, layers=No
     err = np.zeros_like(mass)
     if not metrics:
         mass[:] = iou[:] = err[:] = np.nan
-        n_kept[:] = kept.sum(axis=-1)
+        K.count_rows(kept.reshape(-1, t), n_kept.reshape(-1))
     for j, li in enumerate(lis if metrics else []):
         K.retention_metrics(trace.f32("attn", li), kept[j], n, mass[j], iou[j], n_kept[j])
         err[j] = output_errors(trace, li, kept[j], mass[j])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.kvcache.kernels import pool1d
+from workbench.kvcache.kernels import page_min_max, pool1d
 from workbench.kvcache.trace import KVTrace
 
 
@@ -164,19 +164,24 @@ def hisa_scores(trace: KVTrace, li: int, block: int, n_blocks: int) -> np.ndarra
 
 
 def quest_page_bounds(queries, keys, n_pre, page):
-    """Quest's page bounds of every decode query, max over a KV head's query group (numpy + BLAS, float64).
+    """Quest's page bounds of every decode query, max over a KV head's query group (float64).
 
-    ``queries`` [H, G, T, D], ``keys`` [H, T, D] -> [H, S, P] for the P = T // page complete pages. The bound of
-    a page is sum_d max(q_d * min_d, q_d * max_d) = q+ . max + q- . min (q+ / q- the positive / negative parts
-    of q), so all steps and pages of a head are two matrix products."""
-    h, t, d = keys.shape
+    ``queries`` [H, G, T, D], ``keys`` [H, T, D] float32 -> [H, S, P] for the P = T // page complete pages. The
+    bound of a page is sum_d max(q_d * min_d, q_d * max_d) = [q+, q-] . [max, min] (q+ / q- the positive /
+    negative parts of q): one float64 matrix product per KV head over its group's stacked queries, K = 2 D."""
+    h, g, t, d = queries.shape
     n_full = t // page
-    k = keys[:, : n_full * page].reshape(h, n_full, page, d)
-    kmin, kmax = k.min(axis=2).astype(np.float64), k.max(axis=2).astype(np.float64)  # [H, P, D] (exact)
-    q = queries[:, :, n_pre:].astype(np.float64)                               # [H, G, S, D]
-    bounds = (np.matmul(np.maximum(q, 0.0), kmax[:, None].transpose(0, 1, 3, 2))
-              + np.matmul(np.minimum(q, 0.0), kmin[:, None].transpose(0, 1, 3, 2)))
-    return bounds.max(axis=1)                                                  # [H, S, P]
+    s = t - n_pre
+    lo_hi = np.empty((h, 2 * d, n_full))                                       # [max; min] per head, transposed
+    kmin = np.empty((n_full, d), np.float32)
+    kmax = np.empty((n_full, d), np.float32)
+    for hh in range(h):
+        page_min_max(np.ascontiguousarray(keys[hh]), page, kmin, kmax)
+        lo_hi[hh, :d] = kmax.T
+        lo_hi[hh, d:] = kmin.T
+    q = queries[:, :, n_pre:].astype(np.float64).reshape(h, g * s, d)
+    qq = np.concatenate([np.maximum(q, 0.0), np.minimum(q, 0.0)], axis=2)    # [H, G S, 2 D]
+    return np.matmul(qq, lo_hi).reshape(h, g, s, n_full).max(axis=1)          # [H, S, P]
 
 
 def head_signatures(trace: KVTrace, li: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The building blocks under every selection policy, each against a tiny readable reference: the radix top-k
+"""The building blocks under the policies, each against a tiny readable reference: the radix top-k
 (`kernels._topk_into`, `_kth_largest_f32`), the vectorised softmax (`select_kernels._softmax_into`, which must equal
 the scalar ``np.exp`` loop it replaced) and FASA's partial dot products (`select_kernels._dot_rows`)."""
 
@@ -118,3 +118,23 @@ def test_dot_rows_equals_the_matrix_product():
     np.testing.assert_allclose(out[:321], (q.astype(np.float64) @ k_t[:, :321].astype(np.float64)), rtol=1e-4,
                                atol=1e-5)
     assert np.isnan(out[321:]).all()  # positions past n are never written
+
+
+def test_count_rows_counts_the_true_cells():
+    from workbench.kvcache.kernels import count_rows
+
+    mask = np.random.default_rng(3).random((7, 5, 301)) < 0.4
+    out = np.full(35, -1, np.int32)
+    count_rows(mask.reshape(-1, 301), out)
+    np.testing.assert_array_equal(out, [sum(bool(x) for x in row) for row in mask.reshape(-1, 301)])
+
+
+def test_page_min_max_is_the_per_dimension_extreme_of_each_page():
+    from workbench.kvcache.kernels import page_min_max
+
+    keys = np.random.default_rng(4).standard_normal((70, 6)).astype(np.float32)  # 4 pages of 16 + 6 left over
+    kmin, kmax = np.empty((4, 6), np.float32), np.empty((4, 6), np.float32)
+    page_min_max(keys, 16, kmin, kmax)
+    for j in range(4):
+        np.testing.assert_array_equal(kmin[j], [min(keys[j * 16:(j + 1) * 16, d]) for d in range(6)])
+        np.testing.assert_array_equal(kmax[j], [max(keys[j * 16:(j + 1) * 16, d]) for d in range(6)])
