@@ -101,8 +101,8 @@ def fasa_dominant_chunks(trace: KVTrace, li: int, n_chunks: int, calibration: in
     var(full) = q' C q (float64)."""
     n, g, half = trace.n_prefill, trace.group_size, trace.head_dim // 2
     c = max(1, min(calibration, n - 1))
-    keys = trace.f32("keys", li)[:, : n - 1, :].astype(np.float64)            # [H, n-1, D] (strictly earlier)
-    centred = keys - keys.mean(axis=1, keepdims=True)
+    keys = trace.f32("keys", li)[:, : n - 1, :]                                # [H, n-1, D] (strictly earlier)
+    centred = np.subtract(keys, keys.mean(axis=1, dtype=np.float64)[:, None, :], dtype=np.float64)
     scatter = np.repeat(np.matmul(centred.transpose(0, 2, 1), centred), g, axis=0)  # [Q, D, D]
     q = trace.f32("queries", li)[:, n - c: n, :].astype(np.float64)            # [Q, c, D]
     cq = np.matmul(q, scatter)                                                  # [Q, c, D] (C symmetric)

@@ -1,6 +1,7 @@
 """The building blocks under the policies, each against a tiny readable reference: the radix top-k
 (`kernels._topk_into`, `_kth_largest_f32`), the vectorised softmax (`select_kernels._softmax_into`, which must equal
-the scalar ``np.exp`` loop it replaced) and FASA's partial dot products (`select_kernels._dot_rows`)."""
+the scalar ``np.exp`` loop it replaced), FASA's partial dot products (`select_kernels._dot_rows`), the kept-cell count
+(`kernels.count_rows`) and Quest's page extremes (`kernels.page_min_max`)."""
 
 from __future__ import annotations
 
