@@ -166,15 +166,15 @@ def hisa_scores(trace: KVTrace, li: int, block: int, n_blocks: int) -> np.ndarra
 def quest_page_bounds(queries, keys, n_pre, page):
     """Quest's page bounds of every decode query, max over a KV head's query group (float64).
 
-    ``queries`` [H, G, T, D], ``keys`` [H, T, D] float32 -> [H, S, P] for the P = T // page complete pages. The
+    ``queries`` [H, G, T, D], ``keys`` [H, T, D] -> [H, S, P] for the P = T // page complete pages. The
     bound of a page is sum_d max(q_d * min_d, q_d * max_d) = [q+, q-] . [max, min] (q+ / q- the positive /
     negative parts of q): one float64 matrix product per KV head over its group's stacked queries, K = 2 D."""
     h, g, t, d = queries.shape
     n_full = t // page
     s = t - n_pre
     lo_hi = np.empty((h, 2 * d, n_full))                                       # [max; min] per head, transposed
-    kmin = np.empty((n_full, d), np.float32)
-    kmax = np.empty((n_full, d), np.float32)
+    kmin = np.empty((n_full, d), keys.dtype)                                  # exact in the keys' own dtype
+    kmax = np.empty((n_full, d), keys.dtype)
     for hh in range(h):
         page_min_max(np.ascontiguousarray(keys[hh]), page, kmin, kmax)
         lo_hi[hh, :d] = kmax.T

@@ -139,3 +139,23 @@ def test_page_min_max_is_the_per_dimension_extreme_of_each_page():
     for j in range(4):
         np.testing.assert_array_equal(kmin[j], [min(keys[j * 16:(j + 1) * 16, d]) for d in range(6)])
         np.testing.assert_array_equal(kmax[j], [max(keys[j * 16:(j + 1) * 16, d]) for d in range(6)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_quest_page_bounds_follow_the_definition(dtype):
+    from workbench.kvcache.scores import quest_page_bounds
+
+    rng = np.random.default_rng(5)
+    h, g, t, d, n_pre, page = 2, 3, 37, 4, 30, 8
+    queries = rng.standard_normal((h, g, t, d)).astype(dtype)
+    keys = rng.standard_normal((h, t, d)).astype(dtype)
+    got = quest_page_bounds(queries, keys, n_pre, page)
+    assert got.shape == (h, t - n_pre, t // page)
+    for hh in range(h):
+        for s in range(t - n_pre):
+            for j in range(t // page):
+                pk = keys[hh, j * page:(j + 1) * page].astype(np.float64)
+                want = max(sum(max(q * pk[:, c].min(), q * pk[:, c].max())
+                               for c, q in enumerate(queries[hh, gg, n_pre + s].astype(np.float64)))
+                           for gg in range(g))
+                assert abs(got[hh, s, j] - want) <= 1e-12 * max(1.0, abs(want))
