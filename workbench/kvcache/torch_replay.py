@@ -343,8 +343,8 @@ def _head_logits(trace, li, device, dims=None):
     positions -inf. One matrix product per KV head (its group's queries stacked), or per query head over the
     dimensions ``dims`` (numpy int [Q, d']). Per head, so that no temporary is larger than [G, S, T]."""
     g, h, n, s, t = trace.group_size, trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens
-    q = _layer_f32(trace, "queries", li, device)[:, n:]                        # [Q, S, D]
-    k = _layer_f32(trace, "keys", li, device)                            # [H, T, D]
+    q = _layer_f32(trace, "queries", li, device)[:, n:]                                 # [Q, S, D]
+    k = _layer_f32(trace, "keys", li, device)                                           # [H, T, D]
     scaling = torch.tensor(np.float32(trace.scaling), device=device)
     future = ~_causal(n, s, t, device)
     idx = None if dims is None else torch.from_numpy(np.ascontiguousarray(dims, dtype=np.int64)).to(device)
@@ -415,7 +415,7 @@ def _hisa_scores(trace, li, block, n_blocks, device) -> torch.Tensor:
     for i in range(1, block):
         reps += keys[:, :, i]
     reps /= block                                                                     # [H, B, D]
-    q = _layer_f32(trace, "queries", li, device)[:, n:]                        # [Q, S, D]
+    q = _layer_f32(trace, "queries", li, device)[:, n:]                                 # [Q, S, D]
     coarse = torch.matmul(q, reps.repeat_interleave(g, dim=0).transpose(1, 2))        # [Q, S, B]
     coarse = coarse.reshape(h, g, s, nb).amax(1)                                      # [H, S, B]
     cur = (n + torch.arange(s, device=device)) // block                               # [S]
