@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from _threads import limit_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -265,9 +267,7 @@ def main() -> None:
                         help="threads of every pool: torch/OpenMP, numba, OpenBLAS, MKL (default 1: on a shared 2-core "
                              "machine, 2-thread pools oversubscribe the cores; 0 leaves the libraries' defaults)")
     args = parser.parse_args()
-    if args.threads:  # before numpy / torch / numba start their pools
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ[var] = str(args.threads)
+    limit_threads(args.threads)  # before numpy / torch / numba start their pools
     if args.json:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence progress lines; JSON goes to the real stdout
     import numba

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from _threads import limit_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,8 +46,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=1, help="stack the trace's layers this many times")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[var] = "1"
+    limit_threads(1)
     import numpy as np
     import torch
 

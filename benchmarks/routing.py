@@ -43,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+from _threads import limit_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -148,9 +150,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed calls per backend and case (default 7; 15 with --quick)")
     args = parser.parse_args()
-    if args.threads:  # before numpy / torch / numba start their pools
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ[var] = str(args.threads)
+    limit_threads(args.threads)  # before numpy / torch / numba start their pools
     if args.json:
         # silence the progress lines; the JSON goes to the real stdout
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115

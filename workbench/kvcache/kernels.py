@@ -301,26 +301,26 @@ def _mark_top(vals, n, k, thr, out):
 
 
 @njit(cache=True)
+def _topk_trivial(n, k, out):
+    """Handle the top-k cases that need no threshold (k >= n: all of them; k <= 0: none); True when handled."""
+    if k >= n:
+        out[:n] = True
+    return k >= n or k <= 0
+
+
+@njit(cache=True)
 def _topk_into(vals, n, k, buf, out):
     """Set ``out[i]`` for the ``k`` largest of float32 ``vals[:n]`` (ties: lowest index first); ``buf`` is float32
     scratch of at least ``n + SCRATCH`` elements. ``out`` is only set, never cleared."""
-    if k >= n:
-        out[:n] = True
-        return
-    if k <= 0:
-        return
-    _mark_top(vals, n, k, _kth_largest_f32(vals, n, k, buf), out)
+    if not _topk_trivial(n, k, out):
+        _mark_top(vals, n, k, _kth_largest_f32(vals, n, k, buf), out)
 
 
 @njit(cache=True)
 def _topk_into_f64(vals, n, k, buf, out):
     """`_topk_into` for float64 ``vals`` (Floyd-Rivest, `_kth_largest_of`); ``buf`` float64 of n + SCRATCH."""
-    if k >= n:
-        out[:n] = True
-        return
-    if k <= 0:
-        return
-    _mark_top(vals, n, k, _kth_largest_of(vals, n, k, buf), out)
+    if not _topk_trivial(n, k, out):
+        _mark_top(vals, n, k, _kth_largest_of(vals, n, k, buf), out)
 
 
 @njit(cache=True)

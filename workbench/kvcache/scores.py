@@ -39,20 +39,13 @@ def tova_scores(trace: KVTrace, li: int) -> np.ndarray:
     return out
 
 
-def raw_logits(trace: KVTrace, li: int, dims=None) -> np.ndarray:
+def raw_logits(trace: KVTrace, li: int) -> np.ndarray:
     """Unscaled q . k of every decode query against every position (future ones included), per query head:
-    float32 [Q, S, T]. One matrix product per KV head (its group's queries stacked); ``dims`` (optional [Q, d']
-    index array) restricts the dot product to those dimensions (then one product per query head)."""
+    float32 [Q, S, T]. One matrix product per KV head (its group's queries stacked)."""
     g, h = trace.group_size, trace.n_kv_heads
     q = trace.f32("queries", li)[:, trace.n_prefill:, :]
-    k = trace.f32("keys", li)
-    if dims is None:
-        s, d = q.shape[1], q.shape[2]
-        return np.matmul(q.reshape(h, g * s, d), k.transpose(0, 2, 1)).reshape(h * g, s, -1)
-    k = np.repeat(k, g, axis=0)
-    q = np.take_along_axis(q, dims[:, None, :], axis=2)
-    k = np.take_along_axis(k, dims[:, None, :], axis=2)
-    return np.matmul(q, k.transpose(0, 2, 1))
+    s, d = q.shape[1], q.shape[2]
+    return np.matmul(q.reshape(h, g * s, d), trace.f32("keys", li).transpose(0, 2, 1)).reshape(h * g, s, -1)
 
 
 def partial_queries_keys(trace: KVTrace, li: int, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,32 +56,6 @@ def partial_queries_keys(trace: KVTrace, li: int, dims: np.ndarray) -> tuple[np.
     keys = trace.f32("keys", li)                                               # [H, T, D]
     k_t = np.stack([keys[qi // g][:, dims[qi]].T for qi in range(dims.shape[0])])
     return np.ascontiguousarray(q), np.ascontiguousarray(k_t)
-
-
-def decode_logits(trace: KVTrace, li: int, dims=None) -> np.ndarray:
-    """q . k * scaling of every decode query against every position, per query head: float32 [Q, S, T], future
-    positions -inf. ``dims`` (optional [Q, d'] index array) restricts the dot product to those dimensions."""
-    logits = raw_logits(trace, li, dims) * np.float32(trace.scaling)
-    for si in range(logits.shape[1]):
-        logits[:, si, trace.n_prefill + si + 1:] = -np.inf
-    return logits
-
-
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
-    e = np.exp(x - m)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def aggregate_group(x: np.ndarray, group: int, how: str) -> np.ndarray:
-    """[Q, ...] -> [H, ...] by mean or max over each KV head's ``group`` query heads."""
-    y = x.reshape(x.shape[0] // group, group, *x.shape[1:])
-    return y.mean(axis=1) if how == "mean" else y.max(axis=1)
-
-
-def tokenselect_scores(trace: KVTrace, li: int) -> np.ndarray:
-    """TokenSelect's soft votes: softmax(q.k) per query head, summed over all the layer's heads. float32 [S, T]."""
-    return softmax(decode_logits(trace, li)).sum(axis=0)
 
 
 def fasa_dominant_chunks(trace: KVTrace, li: int, n_chunks: int, calibration: int) -> np.ndarray:
@@ -119,14 +86,6 @@ def fasa_dominant_chunks(trace: KVTrace, li: int, n_chunks: int, calibration: in
     return np.sort(order, axis=1)
 
 
-def fasa_scores(trace: KVTrace, li: int, n_chunks: int, calibration: int) -> np.ndarray:
-    """FASA's proxy: softmax of q.k over the dominant chunks only, aggregated onto KV heads. float32 [H, S, T]."""
-    half = trace.head_dim // 2
-    chunks = fasa_dominant_chunks(trace, li, min(n_chunks, half), calibration)
-    dims = np.concatenate([chunks, chunks + half], axis=1)
-    return aggregate_group(softmax(decode_logits(trace, li, dims)), trace.group_size, trace.gqa)
-
-
 def hisa_coarse(trace: KVTrace, li: int, block: int) -> np.ndarray:
     """HISA's block scores: q . mean(block keys), max over the group, for every decode query and every complete
     block of ``block`` positions. float32 [H, S, B] with B = T // block."""
@@ -136,31 +95,8 @@ def hisa_coarse(trace: KVTrace, li: int, block: int) -> np.ndarray:
     keys = keys.reshape(trace.n_kv_heads, nb, block, trace.head_dim)          # nb = 0 if t < block
     reps = np.repeat(keys.mean(axis=2), g, axis=0)                            # [Q, nb, D]
     q = trace.f32("queries", li)[:, n:, :]
-    return aggregate_group(np.matmul(q, reps.transpose(0, 2, 1)), g, "max")  # [H, S, nb]
-
-
-def hisa_scores(trace: KVTrace, li: int, block: int, n_blocks: int) -> np.ndarray:
-    """HISA's two stages: blocks of ``block`` positions ranked by q . mean(k) (max over the group); the top
-    ``n_blocks`` complete earlier blocks plus the current block are candidates; tokens in them are ranked by
-    q . k (max over the group), every other position -inf. float32 [H, S, T]."""
-    g, n = trace.group_size, trace.n_prefill
-    s = trace.n_steps
-    logits = aggregate_group(decode_logits(trace, li), g, "max")              # [H, S, T]
-    coarse = hisa_coarse(trace, li, block)
-    nb = coarse.shape[2]
-    cur = (n + np.arange(s)) // block
-    coarse[:, np.arange(nb)[None, :] >= cur[:, None]] = -np.inf               # only complete earlier blocks
-    cand = np.zeros_like(logits, dtype=bool)
-    for h in range(trace.n_kv_heads):
-        for si in range(s):
-            avail = int(min(cur[si], nb))
-            if avail > 0:
-                m = min(n_blocks, avail)
-                top = np.argsort(-coarse[h, si, :avail], kind="stable")[:m]
-                for b in top:
-                    cand[h, si, b * block:(b + 1) * block] = True
-            cand[h, si, cur[si] * block:] = True
-    return np.where(cand, logits, -np.inf).astype(np.float32)
+    scores = np.matmul(q, reps.transpose(0, 2, 1))                            # [Q, S, nb]
+    return scores.reshape(trace.n_kv_heads, g, *scores.shape[1:]).max(axis=1)   # [H, S, nb]
 
 
 def quest_page_bounds(queries, keys, n_pre, page):

@@ -1,12 +1,11 @@
 """Fused numba kernels for the query-aware selection policies (TokenSelect, FASA, HISA): from raw ``q . k``
 logits (one BLAS product per KV head, done by the caller) to the kept mask in one pass per decode step, without
 materialising the [heads, steps, positions] score array. Same conventions as `kernels` (selection keeps the
-current position plus the ``budget - 1`` best earlier positions, ties to the oldest); same scores as the numpy
-helpers in `scores` (`tokenselect_scores`, `fasa_scores`, `hisa_scores`), which the torch path uses.
+current position plus the ``budget - 1`` best earlier positions, ties to the oldest); the same scores, in the same
+arithmetic, as the torch path (`torch_replay`), and the tests' readable reference.
 
 Shapes: ``G`` query heads aggregated together, ``S`` decode steps, ``T`` positions; ``logits`` float32 [G, S, T]
-holds the raw products (``scaling`` is applied here, as ``decode_logits`` does); positions after the step's own
-query are never read.
+holds the raw products (``scaling`` is applied here); positions after the step's own query are never read.
 """
 
 from __future__ import annotations
@@ -130,24 +129,32 @@ def _finish_mean(acc, n, how, n_g):
 
 
 @njit(cache=True)
+def _vote_step(logits, s, p, scaling, how, budget, acc, work, buf, kept_row):
+    """One decode step of `softmax_select_head`: aggregate the softmax of ``logits[g, s, :p + 1]`` over the heads
+    and keep position ``p`` plus the ``budget - 1`` best earlier positions in ``kept_row``."""
+    n_g = logits.shape[0]
+    for g in range(n_g):
+        _add_softmax(logits[g, s], p + 1, scaling, how, g == 0, acc, work)
+    _finish_mean(acc, p + 1, how, n_g)
+    _topk_into(acc, p, budget - 1, buf, kept_row)
+    kept_row[p] = True
+
+
+@njit(cache=True)
 def softmax_select_head(logits, n_pre, scaling, how, budget, kept):
     """Aggregate ``softmax(scaling * logits)`` of the G query heads (``how``: AGG_SUM, AGG_MEAN or AGG_MAX) at each
     step and keep the current position plus the ``budget - 1`` best earlier positions. ``kept`` bool [S, T] (out,
     must start all False)."""
-    n_g, n_s, t = logits.shape
+    t = logits.shape[2]
     acc = np.empty(t, np.float32)
     buf = np.empty(t + SCRATCH, np.float32)
     work = np.empty(2 * t, np.float64)
-    for s in range(n_s):
+    for s in range(logits.shape[1]):
         p = n_pre + s
         if p + 1 <= budget:
             kept[s, : p + 1] = True
-            continue
-        for g in range(n_g):
-            _add_softmax(logits[g, s], p + 1, scaling, how, g == 0, acc, work)
-        _finish_mean(acc, p + 1, how, n_g)
-        _topk_into(acc, p, budget - 1, buf, kept[s])
-        kept[s, p] = True
+        else:
+            _vote_step(logits, s, p, scaling, how, budget, acc, work, buf, kept[s])
 
 
 @njit(cache=True, parallel=True)
@@ -176,7 +183,7 @@ def partial_softmax_select_head(q, k_t, n_pre, scaling, how, budget, kept):
     the keys' same dimensions (per query head, transposed). Never materialises the [G, S, T] logits."""
     n_g, n_s, _ = q.shape
     t = k_t.shape[2]
-    row = np.empty(t, np.float32)
+    rows = np.empty((n_g, 1, t), np.float32)  # this step's logits, as a one-step [G, 1, T] block
     acc = np.empty(t, np.float32)
     buf = np.empty(t + SCRATCH, np.float32)
     work = np.empty(2 * t, np.float64)
@@ -186,11 +193,8 @@ def partial_softmax_select_head(q, k_t, n_pre, scaling, how, budget, kept):
             kept[s, : p + 1] = True
             continue
         for g in range(n_g):
-            _dot_rows(q[g, s], k_t[g], p + 1, row)
-            _add_softmax(row, p + 1, scaling, how, g == 0, acc, work)
-        _finish_mean(acc, p + 1, how, n_g)
-        _topk_into(acc, p, budget - 1, buf, kept[s])
-        kept[s, p] = True
+            _dot_rows(q[g, s], k_t[g], p + 1, rows[g, 0])
+        _vote_step(rows, 0, p, scaling, how, budget, acc, work, buf, kept[s])
 
 
 @njit(cache=True, parallel=True)

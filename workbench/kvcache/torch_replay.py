@@ -338,7 +338,7 @@ def _quest(trace, li, budget, page, device) -> torch.Tensor:
 
 
 def _head_logits(trace, li, device, dims=None):
-    """``SC.decode_logits`` on ``device``, one KV head at a time: yields float32 [G, S, T], the scaled q . k
+    """The decode logits on ``device``, one KV head at a time: yields float32 [G, S, T], the scaled q . k
     (float32 products times float32 ``scaling``) of the head's query group against every position, future
     positions -inf. One matrix product per KV head (its group's queries stacked), or per query head over the
     dimensions ``dims`` (numpy int [Q, d']). Per head, so that no temporary is larger than [G, S, T]."""
@@ -384,8 +384,8 @@ def _add_softmax(acc, logits: torch.Tensor, how: str) -> torch.Tensor:
 
 
 def _tokenselect_scores(trace, li, device) -> torch.Tensor:
-    """``SC.tokenselect_scores`` on ``device``: float32 [1, S, T], every query head of the layer (in order) voting
-    on one selection."""
+    """TokenSelect's soft votes on ``device``: softmax(q . k) per query head, summed over every head of the layer
+    (in order) into one selection: float32 [1, S, T]."""
     acc = None
     for logits in _head_logits(trace, li, device):
         acc = _add_softmax(acc, logits, "sum")
@@ -393,7 +393,7 @@ def _tokenselect_scores(trace, li, device) -> torch.Tensor:
 
 
 def _fasa_scores(trace, li, n_chunks, calibration, device) -> torch.Tensor:
-    """``SC.fasa_scores`` on ``device`` (only the small dominant-chunk calibration in numpy): float32 [H, S, T],
+    """FASA's proxy on ``device`` (only the small dominant-chunk calibration in numpy): float32 [H, S, T],
     the softmax of the partial logits aggregated over each KV head's group (mean or max, per ``trace.gqa``)."""
     half, g = trace.head_dim // 2, trace.group_size
     how = "mean" if trace.gqa == "mean" else "max"
@@ -404,7 +404,7 @@ def _fasa_scores(trace, li, n_chunks, calibration, device) -> torch.Tensor:
 
 
 def _hisa_scores(trace, li, block, n_blocks, device) -> torch.Tensor:
-    """``SC.hisa_scores`` on ``device``: float32 [H, S, T], the group's max of the scaled logits on the candidate
+    """HISA's scores on ``device``: float32 [H, S, T], the group's max of the scaled logits on the candidate
     positions (the best ``n_blocks`` complete earlier blocks by their coarse score, ties to the lowest block, plus
     the current block onward), -inf elsewhere."""
     g, h, n, s, t, d = (trace.group_size, trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens,

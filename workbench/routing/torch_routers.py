@@ -418,13 +418,4 @@ def grouped_topk(logits, k: int = 2, *, n_groups: int = 2, renormalize: bool = F
     return _finish("grouped_topk", params, probs, idx, gate)
 
 
-ROUTERS = {
-    "topk_softmax": topk_softmax,
-    "switch_top1": switch_top1,
-    "capacity_topk": capacity_topk,
-    "capacity_aware": capacity_aware,
-    "expert_choice": expert_choice,
-    "deepseek_v3": deepseek_v3,
-    "null_experts": null_experts,
-    "grouped_topk": grouped_topk,
-}
+ROUTERS = {name: globals()[name] for name in R.ROUTER_NAMES}  # the numba routers' torch twins, same names
