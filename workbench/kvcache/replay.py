@@ -254,7 +254,8 @@ def _select_layer(trace, li, policy, budget, kept_l):
     elif name == "hisa":
         block = int(prm["block"])
         blocks = int(prm["blocks"]) if prm["blocks"] is not None else max(1, -(-2 * budget // block))
-        SK.hisa_select_heads(SC.raw_logits(trace, li), SC.hisa_coarse(trace, li, block), g, n, scaling, block,
+        q = np.ascontiguousarray(trace.f32("queries", li)[:, n:])
+        SK.hisa_select_heads(q, trace.f32("keys", li), SC.hisa_block_means(trace, li, block), g, n, scaling, block,
                              blocks, budget, kept_l)
     elif name == "quest":
         page = int(prm["page"])

@@ -58,19 +58,26 @@ def partial_queries_keys(trace: KVTrace, li: int, dims: np.ndarray) -> tuple[np.
     return np.ascontiguousarray(q), np.ascontiguousarray(k_t)
 
 
+def key_scatter(trace: KVTrace, li: int) -> np.ndarray:
+    """The scatter matrix of each KV head's context keys before the last context position, about their mean:
+    float64 [H, D, D] (sum over positions of the centred key's outer product with itself). Cached on the trace by
+    `fasa_dominant_chunks` (it does not depend on the policy's parameters)."""
+    keys = trace.f32("keys", li)[:, : trace.n_prefill - 1, :]                  # [H, n-1, D] (strictly earlier)
+    centred = np.subtract(keys, keys.mean(axis=1, dtype=np.float64)[:, None, :], dtype=np.float64)
+    return np.matmul(centred.transpose(0, 2, 1), centred)
+
+
 def fasa_dominant_chunks(trace: KVTrace, li: int, n_chunks: int, calibration: int) -> np.ndarray:
     """FASA's dominant frequency chunks per query head: int64 [Q, n_chunks] indices of RoPE pairs (d, d + D/2).
 
     A chunk's agreement is the correlation, over the context positions before the last one, between its partial
     logits q_c . k_c and the full logits q . k, averaged over the last ``calibration`` context queries; the best
     ``n_chunks`` are dominant. Both logits are linear in the centred keys, so every correlation comes from the
-    keys' D x D scatter matrix C: cov(part_c, full) = q_c . (C q)_c, var(part_c) = q_c' C_cc q_c,
-    var(full) = q' C q (float64)."""
+    keys' D x D scatter matrix C (`key_scatter`, cached on the trace): cov(part_c, full) = q_c . (C q)_c,
+    var(part_c) = q_c' C_cc q_c, var(full) = q' C q (float64)."""
     n, g, half = trace.n_prefill, trace.group_size, trace.head_dim // 2
     c = max(1, min(calibration, n - 1))
-    keys = trace.f32("keys", li)[:, : n - 1, :]                                # [H, n-1, D] (strictly earlier)
-    centred = np.subtract(keys, keys.mean(axis=1, dtype=np.float64)[:, None, :], dtype=np.float64)
-    scatter = np.repeat(np.matmul(centred.transpose(0, 2, 1), centred), g, axis=0)  # [Q, D, D]
+    scatter = np.repeat(trace.derived("key_scatter", li, key_scatter), g, axis=0)  # [Q, D, D]
     q = trace.f32("queries", li)[:, n - c: n, :].astype(np.float64)            # [Q, c, D]
     cq = np.matmul(q, scatter)                                                  # [Q, c, D] (C symmetric)
     var_full = (q * cq).sum(axis=-1, keepdims=True)                             # [Q, c, 1]
@@ -86,17 +93,12 @@ def fasa_dominant_chunks(trace: KVTrace, li: int, n_chunks: int, calibration: in
     return np.sort(order, axis=1)
 
 
-def hisa_coarse(trace: KVTrace, li: int, block: int) -> np.ndarray:
-    """HISA's block scores: q . mean(block keys), max over the group, for every decode query and every complete
-    block of ``block`` positions. float32 [H, S, B] with B = T // block."""
-    g, n = trace.group_size, trace.n_prefill
+def hisa_block_means(trace: KVTrace, li: int, block: int) -> np.ndarray:
+    """HISA's block representatives: the mean key of every complete block of ``block`` positions, float32
+    [H, B, D] with B = T // block (numpy's float32 mean: each block summed in order)."""
     nb = trace.n_tokens // block
     keys = trace.f32("keys", li)[:, : nb * block]
-    keys = keys.reshape(trace.n_kv_heads, nb, block, trace.head_dim)          # nb = 0 if t < block
-    reps = np.repeat(keys.mean(axis=2), g, axis=0)                            # [Q, nb, D]
-    q = trace.f32("queries", li)[:, n:, :]
-    scores = np.matmul(q, reps.transpose(0, 2, 1))                            # [Q, S, nb]
-    return scores.reshape(trace.n_kv_heads, g, *scores.shape[1:]).max(axis=1)   # [H, S, nb]
+    return keys.reshape(trace.n_kv_heads, nb, block, trace.head_dim).mean(axis=2)   # nb = 0 if t < block
 
 
 def quest_page_bounds(queries, keys, n_pre, page):

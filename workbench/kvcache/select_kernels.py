@@ -11,8 +11,11 @@ holds the raw products (``scaling`` is applied here); positions after the step's
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
+from workbench.kvcache.dots import TILE, key_tiles, tile_dots, tile_max_dots
 from workbench.kvcache.kernels import SCRATCH, _topk_into
 
 AGG_SUM, AGG_MEAN, AGG_MAX = 0, 1, 2
@@ -52,12 +55,29 @@ def _max_scaled(x, n, scaling):
     return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
 
 
+@intrinsic
+def _bits(typingctx, x):
+    """The bits of a float64 as an int64 (a bitcast, free in a vector register)."""
+    if x != types.float64:
+        return None
+    return types.int64(types.float64), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(64))
+
+
+@intrinsic
+def _from_bits(typingctx, x):
+    """The float64 whose bits are the int64 ``x`` (a bitcast)."""
+    if x != types.int64:
+        return None
+    return types.float64(types.int64), lambda context, builder, sig, args: builder.bitcast(args[0], ir.DoubleType())
+
+
 @njit(cache=True, fastmath=_EXACT)
-def _exp_mantissas(x, n, scaling, m, out, kd):
-    """``exp(v) = out[i] * 2^k`` for ``v = float64(x[i] * scaling) - m``: ``out[i] = exp(r)`` and ``kd[i] = k +
-    _SHIFTER`` (whose bits `_exp_sum` adds to the float64 exponent). Float arithmetic only, no calls, no branches
-    and no float -> int64 conversion (AVX2 has none), so the loop vectorises (numba has no vector exp without
-    Intel's SVML)."""
+def _exps(x, n, scaling, m, out):
+    """``out[i] = exp(v)`` for ``v = float64(x[i] * scaling) - m`` (float64): exp(r) by the polynomial, times 2^k
+    by adding k to the exponent bits. ``k + _SHIFTER`` holds k in its low mantissa bits, so shifting its bits by
+    52 gives k << 52 (mod 2^64) without a float -> int64 conversion (AVX2 has none). Float arithmetic, integer adds
+    and bitcasts only, no calls and no branches, so the loop vectorises (numba has no vector exp without Intel's
+    SVML)."""
     for i in range(n):
         v = max(np.float64(x[i] * scaling) - m, -700.0)  # exp(-700) rounds to 0 in float32; k stays > -1022
         k = np.floor(v * _LOG2E + 0.5)
@@ -67,16 +87,12 @@ def _exp_mantissas(x, n, scaling, m, out, kd):
         a = (_C0 + _C1 * r) + r2 * (_C2 + _C3 * r)
         b = (_C4 + _C5 * r) + r2 * (_C6 + _C7 * r)
         c = (_C8 + _C9 * r) + r2 * (_C10 + _C11 * r)
-        out[i] = a + r4 * (b + r4 * c)
-        kd[i] = k + _SHIFTER
+        out[i] = _from_bits(_bits(a + r4 * (b + r4 * c)) + (_bits(k + _SHIFTER) << 52))
 
 
 @njit(cache=True, fastmath=True)
-def _exp_sum(bits, kbits, e64, n):
-    """Scale the mantissas by their powers of two: the low 12 bits of ``kbits`` (k + _SHIFTER's bits) shifted
-    into the exponent field are k mod 2^12, so the integer add multiplies by 2^k. Returns the sum."""
-    for i in range(n):
-        bits[i] += kbits[i] << 52
+def _sum(e64, n):
+    """``sum(e64[:n])``, reassociated so that it vectorises."""
     z = 0.0
     for i in range(n):
         z += e64[i]
@@ -104,13 +120,11 @@ def _combine(e64, n, zf, mode, e):
 def _softmax_into(x, n, scaling, e, work, mode=STORE):
     """``e[:n] = softmax(scaling * x[:n])`` as float32 (``mode`` ADD / MAX: added to / maxed with ``e``): the max
     and the exponentials in float64 (each exponential rounded to float32, the sum kept in float64), divided in
-    float32 by the rounded sum. ``work``: float64 scratch of 2 n. Vectorised, and bit-identical to the scalar
+    float32 by the rounded sum. ``work``: float64 scratch of n. Vectorised, and bit-identical to the scalar
     ``np.exp`` loop in all but ~1e-7 of the cells."""
     e64 = work[:n]
-    kd = work[n:2 * n]
-    _exp_mantissas(x, n, scaling, np.float64(_max_scaled(x, n, scaling)), e64, kd)
-    z = _exp_sum(e64.view(np.int64), kd.view(np.int64), e64, n)
-    _combine(e64, n, np.float32(z), mode, e)
+    _exps(x, n, scaling, np.float64(_max_scaled(x, n, scaling)), e64)
+    _combine(e64, n, np.float32(_sum(e64, n)), mode, e)
 
 
 @njit(cache=True)
@@ -148,7 +162,7 @@ def softmax_select_head(logits, n_pre, scaling, how, budget, kept):
     t = logits.shape[2]
     acc = np.empty(t, np.float32)
     buf = np.empty(t + SCRATCH, np.float32)
-    work = np.empty(2 * t, np.float64)
+    work = np.empty(t, np.float64)
     for s in range(logits.shape[1]):
         p = n_pre + s
         if p + 1 <= budget:
@@ -186,7 +200,7 @@ def partial_softmax_select_head(q, k_t, n_pre, scaling, how, budget, kept):
     rows = np.empty((n_g, 1, t), np.float32)  # this step's logits, as a one-step [G, 1, T] block
     acc = np.empty(t, np.float32)
     buf = np.empty(t + SCRATCH, np.float32)
-    work = np.empty(2 * t, np.float64)
+    work = np.empty(t, np.float64)
     for s in range(n_s):
         p = n_pre + s
         if p + 1 <= budget:
@@ -206,13 +220,73 @@ def partial_softmax_select_heads(q, k_t, group, n_pre, scaling, how, budget, kep
 
 
 @njit(cache=True)
-def hisa_select_head(logits, coarse, n_pre, scaling, block, n_blocks, budget, kept):
-    """HISA for one KV head. ``coarse`` float32 [S, B]: each complete block's score (max over the group of
-    q . mean block key); at each step the best ``n_blocks`` complete earlier blocks plus the current block are the
-    candidates, ranked by the max over the group of ``scaling * logits``; ``kept`` bool [S, T] (out, all False)."""
-    n_g, n_s, t = logits.shape
-    nb = coarse.shape[1]
-    row = np.empty(t, np.float32)
+def _hisa_coarse(q, rep_tiles, n_blocks, out):
+    """``out[s, b] = max over g of q[g, s] . rep_b`` (unscaled) for the ``n_blocks`` block means in ``rep_tiles``
+    (`dots.key_tiles` layout); ``q`` float32 [G, S, D], ``out`` float32 [S, B]."""
+    n_g, n_s, _ = q.shape
+    dots = np.empty((n_g, TILE), np.float32)
+    for s in range(n_s):
+        for t in range(rep_tiles.shape[0]):
+            tile_dots(q, s, rep_tiles, t, dots)
+            for i in range(min(TILE, n_blocks - t * TILE)):
+                v = dots[0, i]
+                for g in range(1, n_g):
+                    v = max(v, dots[g, i])
+                out[s, t * TILE + i] = v
+
+
+@njit(cache=True)
+def _hisa_candidates(q, s, tiles, chosen, avail, cur, block, p, scaling, dots, vals, run_pos, run_at):
+    """Score HISA's candidate positions of step ``s``: the ``chosen`` complete earlier blocks, then the current
+    block up to ``p``, in position order. ``vals[c]``: the max over the group of the scaled logit of the c-th
+    candidate. The candidates form runs of consecutive positions: run r starts at position ``run_pos[r]`` and
+    candidate ``run_at[r]`` (``run_at[r + 1]``: its end). Each key tile is multiplied once. Returns the number of
+    runs."""
+    c = 0
+    r = 0
+    done = -1  # the tile whose scores `dots` holds
+    for b in range(cur + 1):
+        if b < avail and not chosen[b]:
+            continue
+        lo, hi = b * block, min((b + 1) * block, p)
+        if r == 0 or run_pos[r - 1] + c - run_at[r - 1] != lo:  # a new run (else the block extends the last)
+            run_pos[r] = lo
+            run_at[r] = c
+            r += 1
+        while lo < hi:  # the part of [lo, hi) in one tile
+            t = lo // TILE
+            e = min(hi, (t + 1) * TILE)
+            if t != done:
+                tile_max_dots(q, s, tiles, t, scaling, dots)
+                done = t
+            j0 = lo - t * TILE
+            for j in range(e - lo):
+                vals[c + j] = dots[j0 + j]
+            c += e - lo
+            lo = e
+    run_at[r] = c
+    return r
+
+
+@njit(cache=True)
+def hisa_select_head(q, keys, reps, n_pre, scaling, block, n_blocks, budget, kept):
+    """HISA for one KV head. ``q`` float32 [G, S, D] the group's decode queries, ``keys`` float32 [T, D], ``reps``
+    float32 [B, D] the mean key of each complete block of ``block`` positions. At each step the ``n_blocks`` best
+    complete earlier blocks (by q . mean key, max over the group) plus the current block are the candidates,
+    ranked by the max over the group of ``scaling * q . k``; positions outside them rank -inf (kept, oldest first,
+    only when there are fewer candidates than ``budget - 1``). ``kept`` bool [S, T] (out, all False). Every
+    product is an in-order FMA sum (`dots`), computed for the candidates only."""
+    n_g, n_s, _ = q.shape
+    t = keys.shape[0]
+    nb = reps.shape[0]
+    tiles = key_tiles(keys)
+    coarse = np.empty((n_s, nb), np.float32)
+    _hisa_coarse(q, key_tiles(reps), nb, coarse)
+    dots = np.empty(TILE, np.float32)
+    vals = np.empty(t, np.float32)
+    top = np.zeros(t, np.bool_)
+    run_pos = np.empty(nb + 2, np.int64)
+    run_at = np.empty(nb + 3, np.int64)
     buf = np.empty(t + SCRATCH, np.float32)
     bbuf = np.empty(nb + SCRATCH, np.float32)
     chosen = np.zeros(max(nb, 1), np.bool_)
@@ -222,28 +296,30 @@ def hisa_select_head(logits, coarse, n_pre, scaling, block, n_blocks, budget, ke
             kept[s, : p + 1] = True
             continue
         cur = p // block
-        row[:p] = -np.inf
         avail = min(cur, nb)
         chosen[:] = False
         if avail > 0:
             _topk_into(coarse[s], avail, min(n_blocks, avail), bbuf, chosen)
-        for b in range(cur + 1):
-            if b < avail and not chosen[b]:
-                continue
-            for i in range(b * block, min((b + 1) * block, p)):
-                v = logits[0, s, i] * scaling
-                for g in range(1, n_g):
-                    x = logits[g, s, i] * scaling
-                    if x > v:
-                        v = x
-                row[i] = v
-        _topk_into(row, p, budget - 1, buf, kept[s])
+        runs = _hisa_candidates(q, s, tiles, chosen, avail, cur, block, p, scaling, dots, vals, run_pos, run_at)
+        c = run_at[runs]
+        top[:c] = False
+        _topk_into(vals, c, budget - 1, buf, top)
+        for r in range(runs):
+            kept[s, run_pos[r]:run_pos[r] + run_at[r + 1] - run_at[r]] = top[run_at[r]:run_at[r + 1]]
+        short = budget - 1 - c  # too few candidates: the oldest other positions, as -inf ties
+        i = 0
+        while short > 0:
+            if not kept[s, i]:
+                kept[s, i] = True
+                short -= 1
+            i += 1
         kept[s, p] = True
 
 
 @njit(cache=True, parallel=True)
-def hisa_select_heads(logits, coarse, group, n_pre, scaling, block, n_blocks, budget, kept):
-    """`hisa_select_head` for every KV head: ``logits`` [H * group, S, T], ``coarse`` [H, S, B], ``kept`` [H, S, T]."""
+def hisa_select_heads(q, keys, reps, group, n_pre, scaling, block, n_blocks, budget, kept):
+    """`hisa_select_head` for every KV head: ``q`` [H * group, S, D], ``keys`` [H, T, D], ``reps`` [H, B, D],
+    ``kept`` [H, S, T]."""
     for h in prange(kept.shape[0]):
-        hisa_select_head(logits[h * group:(h + 1) * group], coarse[h], n_pre, scaling, block, n_blocks, budget,
+        hisa_select_head(q[h * group:(h + 1) * group], keys[h], reps[h], n_pre, scaling, block, n_blocks, budget,
                          kept[h])

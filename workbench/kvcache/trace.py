@@ -82,6 +82,15 @@ class KVTrace:
             self._f32[key] = np.ascontiguousarray(getattr(self, name)[index], dtype=np.float32)
         return self._f32[key]
 
+    def derived(self, name: str, index: int, compute) -> np.ndarray:
+        """A per-layer statistic of the trace (``compute(self, index)``), computed once and cached next to the
+        float32 copies: e.g. the keys' scatter matrix FASA calibrates on, which every FASA replay of the layer
+        needs whatever the budget."""
+        key = ("derived:" + name, int(index))
+        if key not in self._f32:
+            self._f32[key] = compute(self, int(index))
+        return self._f32[key]
+
     @property
     def n_tokens(self) -> int:
         return int(self.token_ids.shape[0])

@@ -131,6 +131,26 @@ def test_reference_matches_replay_on_synthetic_traces(policy):
     assert checked >= 10
 
 
+def test_fasa_calibrates_on_a_key_scatter_computed_once_per_layer(monkeypatch):
+    """The keys' scatter matrix is a statistic of the trace: cached on it, shared by every FASA replay (any budget,
+    either backend), and equal to its definition."""
+    from workbench.kvcache import scores as SC
+
+    trace = R.synthetic_trace(seed=5)
+    calls = []
+    compute = SC.key_scatter
+    monkeypatch.setattr(SC, "key_scatter", lambda tr, li: calls.append(li) or compute(tr, li))
+    first = replay(trace, "fasa", 3, metrics=False)
+    for budget, backend in ((3, "numba"), (5, "numba"), (3, "torch")):
+        kept = replay(trace, "fasa", budget, metrics=False, backend=backend).kept
+        if budget == 3:
+            np.testing.assert_array_equal(kept, first.kept)
+    assert sorted(calls) == list(range(trace.n_layers))
+    keys = trace.keys[0, :, : trace.n_prefill - 1].astype(np.float64)
+    centred = keys - keys.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(trace.derived("key_scatter", 0, compute), centred.transpose(0, 2, 1) @ centred)
+
+
 @pytest.mark.parametrize("seed", [None, 11])
 def test_random_policy_mirrors_the_per_layer_generator(seed):
     trace = SYNTHETIC[0]

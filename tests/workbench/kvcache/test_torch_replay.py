@@ -93,7 +93,7 @@ def test_query_aware_scores_are_computed_in_torch_on_the_device(monkeypatch, pol
     def refuse(*args, **kwargs):
         raise AssertionError("the torch path called a numpy score helper")
 
-    for name in ("raw_logits", "partial_queries_keys", "hisa_coarse"):
+    for name in ("raw_logits", "partial_queries_keys", "hisa_block_means"):
         monkeypatch.setattr(SC, name, refuse)
     devices = []
     matmul = torch.matmul
