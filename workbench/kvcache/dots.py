@@ -7,7 +7,7 @@ independent FMA chains held in registers. Numba arrays live on the heap, where L
 register; `stack_empty` allocates one on the stack instead (a constant size), which LLVM promotes to registers once
 the fixed-length loops over it are unrolled.
 
-Example: ``tile_dots(q, s, key_tiles(keys), t, out)`` sets ``out[g, i] = q[g, s] . keys[t * TILE + i]``.
+Example: ``tile_dots(q, key_tiles(keys), t, out)`` sets ``out[r, t * TILE + i] = q[r] . keys[t * TILE + i]``.
 """
 
 from __future__ import annotations
@@ -37,61 +37,68 @@ def stack_empty(typingctx, size, dtype):
 
 
 @njit(cache=True)
-def key_tiles(keys):
-    """``keys`` float32 [T, D] -> float32 [ceil(T / TILE), D, TILE]: position ``t * TILE + i`` at ``[t, :, i]``,
-    the positions after T zero."""
+def key_tiles(keys, dims=None):
+    """``keys`` float32 [T, D] -> float32 [ceil(T / TILE), D', TILE]: position ``t * TILE + i`` at ``[t, :, i]``,
+    the positions after T zero. ``dims`` (int [D'], optional): only those dimensions, in that order."""
     n, d = keys.shape
-    out = np.zeros(((n + TILE - 1) // TILE, d, TILE), np.float32)
+    cols = np.arange(d) if dims is None else dims
+    out = np.zeros(((n + TILE - 1) // TILE, cols.shape[0], TILE), np.float32)
     for t in range(out.shape[0]):
         for j in range(min(TILE, n - t * TILE)):
             row = keys[t * TILE + j]
-            for c in range(d):
-                out[t, c, j] = row[c]
+            for c in range(cols.shape[0]):
+                out[t, c, j] = row[cols[c]]
     return out
 
 
 @njit(inline="always", fastmath=_EXACT)
-def _accumulate(q, s, tiles, t, g0, acc):
-    """``acc[h, i] = q[g0 + h, s] . tiles[t, :, i]`` for the `TILE_HEADS` queries from ``g0`` (the last query
-    repeated past the end of ``q``), summed over d in order, one FMA per term. Inlined into the caller, whose
-    stack array ``acc`` LLVM then keeps in registers."""
-    n_g, _, d = q.shape
+def _accumulate(q, r0, tiles, t, acc):
+    """``acc[h, i] = q[r0 + h] . tiles[t, :, i]`` for the `TILE_HEADS` (3) query rows of ``q`` [R, D] from ``r0``
+    (the last row repeated past the end), summed over d in order, one FMA per term. Inlined into the caller, whose
+    stack array ``acc`` LLVM then keeps in registers (the three rows written out, so that nothing but the
+    fixed-length loops over positions remains)."""
+    n_r, d = q.shape
+    a, b, c = r0, min(r0 + 1, n_r - 1), min(r0 + 2, n_r - 1)
+    qa, qb, qc = q[a, 0], q[b, 0], q[c, 0]
     for i in range(TILE):
-        k0 = tiles[t, 0, i]
-        for h in range(TILE_HEADS):
-            acc[h, i] = q[min(g0 + h, n_g - 1), s, 0] * k0
-    for c in range(1, d):
+        k = tiles[t, 0, i]
+        acc[0, i] = qa * k
+        acc[1, i] = qb * k
+        acc[2, i] = qc * k
+    for j in range(1, d):
+        qa, qb, qc = q[a, j], q[b, j], q[c, j]
         for i in range(TILE):
-            kc = tiles[t, c, i]
-            for h in range(TILE_HEADS):
-                acc[h, i] += q[min(g0 + h, n_g - 1), s, c] * kc
+            k = tiles[t, j, i]
+            acc[0, i] += qa * k
+            acc[1, i] += qb * k
+            acc[2, i] += qc * k
 
 
-@njit(cache=True, fastmath=_EXACT)
-def tile_dots(q, s, tiles, t, out):
-    """``out[g, i] = q[g, s] . tiles[t, :, i]`` for every query ``g`` of ``q`` float32 [G, S, D] and the `TILE`
-    positions of tile ``t``; ``out`` float32 [G, TILE]. Each product is summed over d in order with one FMA per
-    term (the first term a plain product), in registers, `TILE_HEADS` queries per pass."""
-    n_g = q.shape[0]
+@njit(inline="always", fastmath=_EXACT)
+def tile_dots(q, tiles, t, out):
+    """``out[r, t * TILE + i] = q[r] . tiles[t, :, i]`` for every row of ``q`` float32 [R, D] and the `TILE`
+    positions of tile ``t``; ``out`` float32 [R, >= (t + 1) * TILE]. Each product is summed over d in order with
+    one FMA per term (the first term a plain product), in registers, `TILE_HEADS` rows per pass."""
     acc = carray(stack_empty(_ACC, np.float32), (TILE_HEADS, TILE))
-    for g0 in range(0, n_g, TILE_HEADS):
-        _accumulate(q, s, tiles, t, g0, acc)
-        for h in range(min(TILE_HEADS, n_g - g0)):
-            for i in range(TILE):
-                out[g0 + h, i] = acc[h, i]
+    n_r = q.shape[0]
+    for r0 in range(0, n_r, TILE_HEADS):
+        _accumulate(q, r0, tiles, t, acc)
+        for h in range(TILE_HEADS):  # constant indices into acc only: a variable one would keep it in memory
+            if r0 + h < n_r:
+                for i in range(TILE):
+                    out[r0 + h, t * TILE + i] = acc[h, i]
 
 
-@njit(cache=True, fastmath=_EXACT)
-def tile_max_dots(q, s, tiles, t, scaling, out):
-    """``out[i] = max over g of scaling * (q[g, s] . tiles[t, :, i])`` (each product rounded to float32, then
-    scaled): the `tile_dots` products of a query group reduced to one score per position; ``out`` float32
-    [TILE]."""
-    n_g = q.shape[0]
+@njit(inline="always", fastmath=_EXACT)
+def tile_max_dots(q, tiles, t, scaling, out):
+    """``out[i] = max over r of scaling * (q[r] . tiles[t, :, i])`` for the `TILE` positions of tile ``t`` and the
+    rows of ``q`` float32 [R, D] (a query group), the products as in `tile_dots`, then scaled (float32);
+    ``out`` float32 [TILE]."""
     acc = carray(stack_empty(_ACC, np.float32), (TILE_HEADS, TILE))
-    for g0 in range(0, n_g, TILE_HEADS):
-        _accumulate(q, s, tiles, t, g0, acc)
+    for r0 in range(0, q.shape[0], TILE_HEADS):
+        _accumulate(q, r0, tiles, t, acc)
         for i in range(TILE):
             v = acc[0, i] * scaling
             for h in range(1, TILE_HEADS):
                 v = max(v, acc[h, i] * scaling)
-            out[i] = v if g0 == 0 else max(out[i], v)
+            out[i] = v if r0 == 0 else max(out[i], v)

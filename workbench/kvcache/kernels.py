@@ -360,6 +360,40 @@ def page_bounds(q, kmin, kmax):
 
 
 @njit(cache=True)
+def quest_bounds_head(q, keys, n_pre, page, out):
+    """Quest's page bounds of one KV head, max over its query group: ``q`` float32 [G, T, D], ``keys`` [T, D]
+    (float32 or float64) -> ``out`` float64 [S, P] for the decode queries (positions ``n_pre`` on) and the P complete
+    pages of ``page`` keys. A page's bound is sum_d max(q_d min_d, q_d max_d) = sum_d q_d (max_d if q_d >= 0 else
+    min_d), summed in order of d, each product and sum rounded (no FMA): the torch path's arithmetic, bit for bit.
+    Vectorised over the pages."""
+    n_g, _, d = q.shape
+    n_full = out.shape[1]
+    kmin = np.empty((n_full, d), keys.dtype)
+    kmax = np.empty((n_full, d), keys.dtype)
+    page_min_max(keys, page, kmin, kmax)
+    lo = np.ascontiguousarray(kmin.T).astype(np.float64)                  # [D, P]
+    hi = np.ascontiguousarray(kmax.T).astype(np.float64)
+    acc = np.empty(n_full)
+    for s in range(out.shape[0]):
+        for g in range(n_g):
+            acc[:] = 0.0
+            for c in range(d):
+                qc = np.float64(q[g, n_pre + s, c])
+                src = hi if qc >= 0 else lo
+                for j in range(n_full):
+                    acc[j] += qc * src[c, j]
+            for j in range(n_full):
+                out[s, j] = acc[j] if g == 0 else max(out[s, j], acc[j])
+
+
+@njit(cache=True, parallel=True)
+def quest_bounds_heads(q, keys, n_pre, page, out):
+    """`quest_bounds_head` for every KV head: ``q`` [H, G, T, D], ``keys`` [H, T, D], ``out`` [H, S, P]."""
+    for h in prange(out.shape[0]):
+        quest_bounds_head(q[h], keys[h], n_pre, page, out[h])
+
+
+@njit(cache=True)
 def quest_head(bounds, n_pre, budget, page, kept):
     """Quest for one KV head from its page bounds ``bounds`` float64 [S, P] (`scores.quest_page_bounds`).
 

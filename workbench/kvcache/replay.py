@@ -249,8 +249,8 @@ def _select_layer(trace, li, policy, budget, kept_l):
     elif name == "fasa":
         half = trace.head_dim // 2
         chunks = SC.fasa_dominant_chunks(trace, li, min(int(prm["chunks"]), half), int(prm["calibration"]))
-        q, k_t = SC.partial_queries_keys(trace, li, np.concatenate([chunks, chunks + half], axis=1))
-        SK.partial_softmax_select_heads(q, k_t, g, n, scaling, how, budget, kept_l)
+        q, tiles = SC.partial_queries_keys(trace, li, np.concatenate([chunks, chunks + half], axis=1))
+        SK.partial_softmax_select_heads(q, tiles, g, n, scaling, how, budget, kept_l)
     elif name == "hisa":
         block = int(prm["block"])
         blocks = int(prm["blocks"]) if prm["blocks"] is not None else max(1, -(-2 * budget // block))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.kvcache.kernels import page_min_max, pool1d
+from workbench.kvcache.dots import key_tiles
+from workbench.kvcache.kernels import pool1d, quest_bounds_heads
 from workbench.kvcache.trace import KVTrace
 
 
@@ -50,12 +51,12 @@ def raw_logits(trace: KVTrace, li: int) -> np.ndarray:
 
 def partial_queries_keys(trace: KVTrace, li: int, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The decode queries and the keys restricted to ``dims`` ([Q, d'] indices, per query head): float32
-    ``q`` [Q, S, d'] and ``k_t`` [Q, d', T] (keys transposed, so a dot product over d' runs along positions)."""
+    ``q`` [Q, S, d'] and the keys' tiles ``[Q, ceil(T / TILE), d', TILE]`` (`dots.key_tiles`)."""
     g = trace.group_size
     q = np.take_along_axis(trace.f32("queries", li)[:, trace.n_prefill:, :], dims[:, None, :], axis=2)
     keys = trace.f32("keys", li)                                               # [H, T, D]
-    k_t = np.stack([keys[qi // g][:, dims[qi]].T for qi in range(dims.shape[0])])
-    return np.ascontiguousarray(q), np.ascontiguousarray(k_t)
+    tiles = [key_tiles(keys[qi // g], np.ascontiguousarray(dims[qi])) for qi in range(dims.shape[0])]
+    return np.ascontiguousarray(q), np.stack(tiles)
 
 
 def key_scatter(trace: KVTrace, li: int) -> np.ndarray:
@@ -104,22 +105,12 @@ def hisa_block_means(trace: KVTrace, li: int, block: int) -> np.ndarray:
 def quest_page_bounds(queries, keys, n_pre, page):
     """Quest's page bounds of every decode query, max over a KV head's query group (float64).
 
-    ``queries`` [H, G, T, D], ``keys`` [H, T, D] -> [H, S, P] for the P = T // page complete pages. The
-    bound of a page is sum_d max(q_d * min_d, q_d * max_d) = [q+, q-] . [max, min] (q+ / q- the positive /
-    negative parts of q): one float64 matrix product per KV head over its group's stacked queries, K = 2 D."""
-    h, g, t, d = queries.shape
-    n_full = t // page
-    s = t - n_pre
-    lo_hi = np.empty((h, 2 * d, n_full))                                       # [max; min] per head, transposed
-    kmin = np.empty((n_full, d), keys.dtype)                                  # exact in the keys' own dtype
-    kmax = np.empty((n_full, d), keys.dtype)
-    for hh in range(h):
-        page_min_max(np.ascontiguousarray(keys[hh]), page, kmin, kmax)
-        lo_hi[hh, :d] = kmax.T
-        lo_hi[hh, d:] = kmin.T
-    q = queries[:, :, n_pre:].astype(np.float64).reshape(h, g * s, d)
-    qq = np.concatenate([np.maximum(q, 0.0), np.minimum(q, 0.0)], axis=2)    # [H, G S, 2 D]
-    return np.matmul(qq, lo_hi).reshape(h, g, s, n_full).max(axis=1)          # [H, S, P]
+    ``queries`` [H, G, T, D], ``keys`` [H, T, D] -> [H, S, P] for the P = T // page complete pages. The bound of
+    a page is sum_d max(q_d * min_d, q_d * max_d), summed in order (`kernels.quest_bounds_head`)."""
+    h, _, t, _ = queries.shape
+    out = np.empty((h, t - n_pre, t // page))
+    quest_bounds_heads(np.ascontiguousarray(queries), np.ascontiguousarray(keys), n_pre, page, out)
+    return out
 
 
 def head_signatures(trace: KVTrace, li: int) -> np.ndarray:

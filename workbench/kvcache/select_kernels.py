@@ -178,44 +178,43 @@ def softmax_select_heads(logits, group, n_pre, scaling, how, budget, kept):
         softmax_select_head(logits[h * group:(h + 1) * group], n_pre, scaling, how, budget, kept[h])
 
 
-@njit(cache=True, fastmath=_EXACT)
-def _dot_rows(q, k_t, n, out):
-    """``out[:n] = q . k_t[:, :n]`` for ``q`` [d] and ``k_t`` [d, T], summed over d in order (one FMA per term)."""
-    q0 = q[0]
-    for i in range(n):
-        out[i] = q0 * k_t[0, i]
-    for d in range(1, q.shape[0]):
-        qd = q[d]
-        for i in range(n):
-            out[i] += qd * k_t[d, i]
+STEPS = 3  # decode steps whose partial logits `partial_softmax_select_head` computes together (`dots.TILE_HEADS`)
 
 
 @njit(cache=True)
-def partial_softmax_select_head(q, k_t, n_pre, scaling, how, budget, kept):
-    """`softmax_select_head` on logits computed here, one step at a time, from a few dimensions only (FASA's dominant
-    frequency chunks): ``q`` float32 [G, S, d'] the decode queries' chosen dimensions, ``k_t`` float32 [G, d', T]
-    the keys' same dimensions (per query head, transposed). Never materialises the [G, S, T] logits."""
+def partial_softmax_select_head(q, tiles, n_pre, scaling, how, budget, kept):
+    """`softmax_select_head` on logits computed here from a few dimensions only (FASA's dominant frequency chunks):
+    ``q`` float32 [G, S, d'] the decode queries' chosen dimensions, ``tiles`` float32 [G, ceil(T / TILE), d', TILE]
+    the keys' same dimensions per query head (`dots.key_tiles`). The logits of `STEPS` consecutive steps come
+    from one pass over the key tiles (`dots.tile_dots`, in-order FMA sums); never materialises the [G, S, T]
+    logits."""
     n_g, n_s, _ = q.shape
-    t = k_t.shape[2]
-    rows = np.empty((n_g, 1, t), np.float32)  # this step's logits, as a one-step [G, 1, T] block
+    t = kept.shape[1]
+    rows = np.empty((n_g, STEPS, tiles.shape[1] * TILE), np.float32)  # the logits of steps s0 .. s0 + STEPS - 1
     acc = np.empty(t, np.float32)
     buf = np.empty(t + SCRATCH, np.float32)
     work = np.empty(t, np.float64)
-    for s in range(n_s):
-        p = n_pre + s
-        if p + 1 <= budget:
-            kept[s, : p + 1] = True
-            continue
-        for g in range(n_g):
-            _dot_rows(q[g, s], k_t[g], p + 1, rows[g, 0])
-        _vote_step(rows, 0, p, scaling, how, budget, acc, work, buf, kept[s])
+    for s0 in range(0, n_s, STEPS):
+        s1 = min(s0 + STEPS, n_s)
+        last = n_pre + s1 - 1  # the last step's position
+        if last + 1 > budget:
+            for g in range(n_g):
+                for tt in range(last // TILE + 1):
+                    tile_dots(q[g, s0:s1], tiles[g], tt, rows[g])
+        for s in range(s0, s1):
+            p = n_pre + s
+            if p + 1 <= budget:
+                kept[s, : p + 1] = True
+            else:
+                _vote_step(rows, s - s0, p, scaling, how, budget, acc, work, buf, kept[s])
 
 
 @njit(cache=True, parallel=True)
-def partial_softmax_select_heads(q, k_t, group, n_pre, scaling, how, budget, kept):
-    """`partial_softmax_select_head` for every KV head: ``q`` [H * group, S, d'], ``k_t`` [H * group, d', T]."""
+def partial_softmax_select_heads(q, tiles, group, n_pre, scaling, how, budget, kept):
+    """`partial_softmax_select_head` for every KV head: ``q`` [H * group, S, d'], ``tiles`` [H * group, nt, d',
+    TILE]."""
     for h in prange(kept.shape[0]):
-        partial_softmax_select_head(q[h * group:(h + 1) * group], k_t[h * group:(h + 1) * group], n_pre, scaling,
+        partial_softmax_select_head(q[h * group:(h + 1) * group], tiles[h * group:(h + 1) * group], n_pre, scaling,
                                     how, budget, kept[h])
 
 
@@ -223,16 +222,12 @@ def partial_softmax_select_heads(q, k_t, group, n_pre, scaling, how, budget, kep
 def _hisa_coarse(q, rep_tiles, n_blocks, out):
     """``out[s, b] = max over g of q[g, s] . rep_b`` (unscaled) for the ``n_blocks`` block means in ``rep_tiles``
     (`dots.key_tiles` layout); ``q`` float32 [G, S, D], ``out`` float32 [S, B]."""
-    n_g, n_s, _ = q.shape
-    dots = np.empty((n_g, TILE), np.float32)
-    for s in range(n_s):
+    dots = np.empty(TILE, np.float32)
+    for s in range(q.shape[1]):
         for t in range(rep_tiles.shape[0]):
-            tile_dots(q, s, rep_tiles, t, dots)
-            for i in range(min(TILE, n_blocks - t * TILE)):
-                v = dots[0, i]
-                for g in range(1, n_g):
-                    v = max(v, dots[g, i])
-                out[s, t * TILE + i] = v
+            tile_max_dots(q[:, s], rep_tiles, t, np.float32(1.0), dots)
+            m = min(TILE, n_blocks - t * TILE)
+            out[s, t * TILE:t * TILE + m] = dots[:m]
 
 
 @njit(cache=True)
@@ -257,7 +252,7 @@ def _hisa_candidates(q, s, tiles, chosen, avail, cur, block, p, scaling, dots, v
             t = lo // TILE
             e = min(hi, (t + 1) * TILE)
             if t != done:
-                tile_max_dots(q, s, tiles, t, scaling, dots)
+                tile_max_dots(q[:, s], tiles, t, scaling, dots)
                 done = t
             j0 = lo - t * TILE
             for j in range(e - lo):

@@ -33,11 +33,10 @@ def dot_in_order(q: np.ndarray, k: np.ndarray) -> np.float32:
 
 
 def all_tiles(q, s, tiles, n_tokens):
-    out = np.empty((q.shape[0], TILE), np.float32)
+    """The dot products of the queries ``q[:, s]`` with every key, tile by tile."""
     got = np.empty((q.shape[0], tiles.shape[0] * TILE), np.float32)
     for t in range(tiles.shape[0]):
-        tile_dots(q, s, tiles, t, out)
-        got[:, t * TILE:(t + 1) * TILE] = out
+        tile_dots(q[:, s], tiles, t, got)
     return got[:, :n_tokens]
 
 
@@ -48,6 +47,8 @@ def test_key_tiles_layout_and_padding():
     for i in range(70):
         np.testing.assert_array_equal(tiles[i // TILE, :, i % TILE], keys[i])
     assert not tiles[2, :, 70 - 2 * TILE:].any()
+    picked = key_tiles(keys, np.array([2, 0]))
+    np.testing.assert_array_equal(picked, tiles[:, [2, 0]])
 
 
 @given(g=st.integers(1, 5), d=st.integers(1, 12), n=st.integers(1, 70), seed=st.integers(0, 2**32 - 1))
@@ -75,6 +76,7 @@ def test_tile_dots_equal_torch_matmul(g, d, n):
 
 @pytest.mark.parametrize("g,d,n", SHAPES)
 def test_tile_max_dots_is_the_scaled_group_max(g, d, n):
+    """A group of queries (several register passes when g > TILE_HEADS): the float32 max of the scaled products."""
     rng = np.random.default_rng(n)
     q = rng.standard_normal((g, 3, d)).astype(np.float32)
     keys = rng.standard_normal((n, d)).astype(np.float32)
@@ -82,6 +84,6 @@ def test_tile_max_dots_is_the_scaled_group_max(g, d, n):
     dots = all_tiles(q, 2, tiles, n)
     out = np.empty(TILE, np.float32)
     for t in range(tiles.shape[0]):
-        tile_max_dots(q, 2, tiles, t, scaling, out)
+        tile_max_dots(q[:, 2], tiles, t, scaling, out)
         m = min(TILE, n - t * TILE)
         np.testing.assert_array_equal(out[:m], (dots[:, t * TILE:t * TILE + m] * scaling).max(axis=0))
