@@ -8,7 +8,8 @@ a) Replay of every policy (defaults) over a real SmolLM2 trace of 4096 tokens = 
    cell by cell. Both backends call the same numpy helpers (`workbench.kvcache.scores`) for the eviction
    policies' prefill scores and FASA's calibration; their time is measured on its own ("shared scores") so that
    the totals can also be read without it. The q . k products, softmaxes, aggregation and top-k are each
-   backend's own (numba: BLAS products + fused kernels; torch: ``torch.matmul`` and tensor ops). Numba with the
+   backend's own (numba: a BLAS product for TokenSelect, register-tiled in-order FMA kernels for FASA and HISA,
+   fused softmax/top-k kernels; torch: ``torch.matmul`` and tensor ops). Numba with the
    per-step metrics (`metrics=True`) is timed once per policy. The trace is captured once and cached as safetensors under
    ``<cache_dir>/kvcache_bench/`` (capturing 4k tokens takes about a minute on a 2-core CPU).
 b) One decode step at 32,768 positions for one layer (3 KV heads), synthetic float32 scores: selection
@@ -95,8 +96,9 @@ def _median_time(fn, repeats: int) -> tuple[float, float]:
 def _score_helpers(trace, name: str, budget: int):
     """The `scores` helpers (numpy) that both backends call in a replay of policy ``name`` (defaults): the prefill
     scores of the eviction policies (SnapKV's pooled votes, H2O's and TOVA's starting scores, KVCrush's head
-    signatures) and FASA's dominant-chunk calibration. The query-aware selection policies' q . k products are not
-    shared: numba takes them from numpy's BLAS (TokenSelect, HISA) or its own fused kernel (FASA), torch from
+    signatures) and FASA's dominant-chunk calibration (its keys' scatter matrix cached on the trace). The
+    query-aware selection policies' q . k products are not shared: numba takes them from numpy's BLAS
+    (TokenSelect) or its own register-tiled kernels (FASA, HISA: `workbench.kvcache.dots`), torch from
     ``torch.matmul`` on its device."""
     from workbench.kvcache import make_policy
     from workbench.kvcache import scores as SC

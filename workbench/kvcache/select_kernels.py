@@ -1,8 +1,9 @@
-"""Fused numba kernels for the query-aware selection policies (TokenSelect, FASA, HISA): from raw ``q . k``
-logits (one BLAS product per KV head, done by the caller) to the kept mask in one pass per decode step, without
-materialising the [heads, steps, positions] score array. Same conventions as `kernels` (selection keeps the
-current position plus the ``budget - 1`` best earlier positions, ties to the oldest); the same scores, in the same
-arithmetic, as the torch path (`torch_replay`), and the tests' readable reference.
+"""Fused numba kernels for the query-aware selection policies (TokenSelect, FASA, HISA): from ``q . k`` logits to
+the kept mask in one pass per decode step, without materialising a [heads, steps, positions] score array (TokenSelect
+takes the caller's BLAS logits; FASA and HISA compute theirs here with the register-tiled in-order FMA dot products of
+`dots`, FASA over a few dimensions, HISA for its candidate blocks only). Same conventions as `kernels` (selection
+keeps the current position plus the ``budget - 1`` best earlier positions, ties to the oldest); the same scores, in
+the same arithmetic, as the torch path (`torch_replay`), and the tests' readable reference.
 
 Shapes: ``G`` query heads aggregated together, ``S`` decode steps, ``T`` positions; ``logits`` float32 [G, S, T]
 holds the raw products (``scaling`` is applied here); positions after the step's own query are never read.

@@ -17,10 +17,9 @@ query-aware selection scores are computed here, on ``device``, one layer at a ti
 summed over the head dimension in the kernel's order so that they are bit-identical; TokenSelect, FASA and
 HISA from ``torch.matmul`` q . k logits, with the softmax and the head aggregation in the fused kernels'
 arithmetic (`select_kernels`: exp in float64, float64 sum, heads added in order; bit-identical given the same
-logits). The logits are not always the same: the numba path takes them from numpy's BLAS, whose summation
-order (OpenBLAS: it even changes with the thread count) leaves ~2% of them 1 ulp away from torch's (MKL's
-equal a plain in-order FMA dot product), so a score within an ulp of the selection threshold can swap with its
-neighbour; seen for HISA only (raw logits as scores), a few cells in some replays of a 4096-token trace. One
+logits). On the CPU the logits are the same too: torch's matmul (MKL) sums in order with one FMA per term, as
+the numba path's FASA and HISA kernels do (`dots`); TokenSelect's numba logits come from numpy's BLAS, whose
+order differs for ~2% of them by an ulp, which the softmax votes absorb (no differing cell seen). One
 sum is not in the kernel's order: H2O/TOVA renormalise each step's attention by its float64 sum over the cache
 (``Tensor.sum``, a different association than the kernel's left-to-right loop); TOVA's ranking cannot change
 (one divisor per row), H2O's accumulated scores could differ in the last bit, which decides nothing unless two
