@@ -20,7 +20,7 @@ from numba.extending import intrinsic
 TILE = 32       # positions per key tile (4 AVX2 vectors)
 TILE_HEADS = 3  # queries per pass over a tile: 3 x 4 accumulators + 4 key vectors fill the 16 AVX2 registers
 _ACC = TILE * TILE_HEADS
-_EXACT = {"nnan", "ninf", "nsz", "contract"}  # fast-math without reassociation: the sum keeps its order
+EXACT_MATH = {"nnan", "ninf", "nsz", "contract"}  # fast-math without reassociation or reciprocals: exact order
 
 
 @intrinsic
@@ -51,7 +51,7 @@ def key_tiles(keys, dims=None):
     return out
 
 
-@njit(inline="always", fastmath=_EXACT)
+@njit(inline="always", fastmath=EXACT_MATH)
 def _accumulate(q, r0, tiles, t, acc):
     """``acc[h, i] = q[r0 + h] . tiles[t, :, i]`` for the `TILE_HEADS` (3) query rows of ``q`` [R, D] from ``r0``
     (the last row repeated past the end), summed over d in order, one FMA per term. Inlined into the caller, whose
@@ -74,7 +74,7 @@ def _accumulate(q, r0, tiles, t, acc):
             acc[2, i] += qc * k
 
 
-@njit(inline="always", fastmath=_EXACT)
+@njit(inline="always", fastmath=EXACT_MATH)
 def tile_dots(q, tiles, t, out):
     """``out[r, t * TILE + i] = q[r] . tiles[t, :, i]`` for every row of ``q`` float32 [R, D] and the `TILE`
     positions of tile ``t``; ``out`` float32 [R, >= (t + 1) * TILE]. Each product is summed over d in order with
@@ -89,7 +89,7 @@ def tile_dots(q, tiles, t, out):
                     out[r0 + h, t * TILE + i] = acc[h, i]
 
 
-@njit(inline="always", fastmath=_EXACT)
+@njit(inline="always", fastmath=EXACT_MATH)
 def tile_max_dots(q, tiles, t, scaling, out):
     """``out[i] = max over r of scaling * (q[r] . tiles[t, :, i])`` for the `TILE` positions of tile ``t`` and the
     rows of ``q`` float32 [R, D] (a query group), the products as in `tile_dots`, then scaled (float32);

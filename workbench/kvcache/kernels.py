@@ -345,21 +345,6 @@ def select_heads(scores, n_pre, budget, kept):
 
 
 @njit(cache=True)
-def page_bounds(q, kmin, kmax):
-    """Quest's upper bound of ``q . k`` for every key of a page: sum_d max(q_d * min_d, q_d * max_d).
-    ``q`` [D], ``kmin``/``kmax`` [P, D] -> [P]."""
-    out = np.empty(kmin.shape[0], np.float64)
-    for j in range(kmin.shape[0]):
-        acc = 0.0
-        for d in range(q.shape[0]):
-            a = q[d] * kmin[j, d]
-            b = q[d] * kmax[j, d]
-            acc += a if a > b else b
-        out[j] = acc
-    return out
-
-
-@njit(cache=True)
 def quest_bounds_head(q, keys, n_pre, page, out):
     """Quest's page bounds of one KV head, max over its query group: ``q`` float32 [G, T, D], ``keys`` [T, D]
     (float32 or float64) -> ``out`` float64 [S, P] for the decode queries (positions ``n_pre`` on) and the P complete

@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from workbench.kvcache.dots import TILE, key_tiles, tile_dots, tile_max_dots
+from workbench.kvcache.dots import EXACT_MATH, TILE, key_tiles, tile_dots, tile_max_dots
 from workbench.kvcache.kernels import SCRATCH, _topk_into
 
 AGG_SUM, AGG_MEAN, AGG_MAX = 0, 1, 2
@@ -26,7 +26,6 @@ AGG_SUM, AGG_MEAN, AGG_MAX = 0, 1, 2
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
-_EXACT = {"nnan", "ninf", "nsz", "contract"}  # fast-math without reassociation or reciprocal division
 
 
 _SHIFTER = 6755399441055744.0  # 2^52 + 2^51: k + _SHIFTER holds the integer k in its low mantissa bits
@@ -72,7 +71,7 @@ def _from_bits(typingctx, x):
     return types.float64(types.int64), lambda context, builder, sig, args: builder.bitcast(args[0], ir.DoubleType())
 
 
-@njit(cache=True, fastmath=_EXACT)
+@njit(cache=True, fastmath=EXACT_MATH)
 def _exps(x, n, scaling, m, out):
     """``out[i] = exp(v)`` for ``v = float64(x[i] * scaling) - m`` (float64): exp(r) by the polynomial, times 2^k
     by adding k to the exponent bits. ``k + _SHIFTER`` holds k in its low mantissa bits, so shifting its bits by
@@ -103,7 +102,7 @@ def _sum(e64, n):
 STORE, ADD, MAX = 0, 1, 2
 
 
-@njit(cache=True, fastmath=_EXACT)
+@njit(cache=True, fastmath=EXACT_MATH)
 def _combine(e64, n, zf, mode, e):
     """``float32(e64[i]) / zf`` stored into (STORE), added to (ADD) or maxed with (MAX) ``e[i]``."""
     if mode == STORE:

@@ -12,8 +12,8 @@ from hypothesis.extra.numpy import arrays
 from tests.workbench.kvcache import reference as R
 from workbench.errors import KVCacheError
 from workbench.kvcache import POLICY_NAMES, make_policy, replay
-from workbench.kvcache.kernels import page_bounds
 from workbench.kvcache.policies import pyramid_budgets, resolve_budget
+from workbench.kvcache.scores import quest_page_bounds
 
 REAL_LAYERS = [0, 13, 29]
 P = make_policy
@@ -341,9 +341,13 @@ def test_pyramid_budgets_follow_the_linear_rule():
 
 
 def _assert_bound_holds(q, keys):
+    """The bound the replay uses (`scores.quest_page_bounds`) for query ``q`` [D] and one page of ``keys`` [P, D]:
+    the page is a whole P-position trace, ``q`` its last position's (decode) query."""
     q = np.asarray(q, np.float32)
     keys = np.asarray(keys, np.float32)
-    bound = page_bounds(q, keys.min(axis=0)[None], keys.max(axis=0)[None])[0]
+    queries = np.zeros((1, 1, len(keys), len(q)), np.float32)
+    queries[0, 0, -1] = q
+    bound = quest_page_bounds(queries, keys[None], len(keys) - 1, len(keys))[0, 0, 0]
     dots = keys.astype(np.float64) @ q.astype(np.float64)
     slack = 1e-5 * (np.abs(keys).astype(np.float64) @ np.abs(q).astype(np.float64) + 1)
     assert (bound >= dots - slack).all()
