@@ -18,7 +18,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 TILE = 32       # positions per key tile (4 AVX2 vectors)
-TILE_HEADS = 3  # queries per pass over a tile: 3 x 4 accumulators + 4 key vectors fill the 16 AVX2 registers
+TILE_HEADS = 3  # queries per pass over a tile: 3 x 4 accumulators + 4 key vectors fill the 16 AVX2 registers.
+# `_accumulate` writes exactly three rows out (constant indices keep the tile in registers): changing TILE_HEADS
+# means writing it again.
 _ACC = TILE * TILE_HEADS
 EXACT_MATH = {"nnan", "ninf", "nsz", "contract"}  # fast-math without reassociation or reciprocals: exact order
 

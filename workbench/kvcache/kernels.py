@@ -346,24 +346,24 @@ def select_heads(scores, n_pre, budget, kept):
 
 @njit(cache=True)
 def quest_bounds_head(q, keys, n_pre, page, out):
-    """Quest's page bounds of one KV head, max over its query group: ``q`` float32 [G, T, D], ``keys`` [T, D]
-    (float32 or float64) -> ``out`` float64 [S, P] for the decode queries (positions ``n_pre`` on) and the P complete
-    pages of ``page`` keys. A page's bound is sum_d max(q_d min_d, q_d max_d) = sum_d q_d (max_d if q_d >= 0 else
-    min_d), summed in order of d, each product and sum rounded (no FMA): the torch path's arithmetic, bit for bit.
-    Vectorised over the pages."""
+    """Quest's page bounds of one KV head, max over its query group: ``q`` [G, T, D], ``keys`` [T, D] (float32 or
+    float64) -> ``out`` float64 [S, P] for the decode queries (positions ``n_pre`` on) and the P complete pages of
+    ``page`` keys. A page's bound is sum_d max(q_d min_d, q_d max_d) = sum_d q_d (max_d if q_d >= 0 else min_d):
+    each product in the inputs' precision (float32 for float32 inputs), summed in float64 in order of d, no FMA,
+    which is the torch path's arithmetic, bit for bit. Vectorised over the pages."""
     n_g, _, d = q.shape
     n_full = out.shape[1]
     kmin = np.empty((n_full, d), keys.dtype)
     kmax = np.empty((n_full, d), keys.dtype)
     page_min_max(keys, page, kmin, kmax)
-    lo = np.ascontiguousarray(kmin.T).astype(np.float64)                  # [D, P]
-    hi = np.ascontiguousarray(kmax.T).astype(np.float64)
+    lo = np.ascontiguousarray(kmin.T)                                          # [D, P], exact
+    hi = np.ascontiguousarray(kmax.T)
     acc = np.empty(n_full)
     for s in range(out.shape[0]):
         for g in range(n_g):
             acc[:] = 0.0
             for c in range(d):
-                qc = np.float64(q[g, n_pre + s, c])
+                qc = q[g, n_pre + s, c]
                 src = hi if qc >= 0 else lo
                 for j in range(n_full):
                     acc[j] += qc * src[c, j]

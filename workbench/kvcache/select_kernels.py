@@ -5,8 +5,9 @@ takes the caller's BLAS logits; FASA and HISA compute theirs here with the regis
 keeps the current position plus the ``budget - 1`` best earlier positions, ties to the oldest); the same scores, in
 the same arithmetic, as the torch path (`torch_replay`), and the tests' readable reference.
 
-Shapes: ``G`` query heads aggregated together, ``S`` decode steps, ``T`` positions; ``logits`` float32 [G, S, T]
-holds the raw products (``scaling`` is applied here); positions after the step's own query are never read.
+Shapes: ``G`` query heads aggregated together, ``S`` decode steps, ``T`` positions; TokenSelect's ``logits`` float32
+[G, S, T] holds the raw products (``scaling`` is applied here). Positions after a step's own query never count
+(the tiled kernels compute whole 32-position tiles and ignore the products past it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from workbench.kvcache.dots import EXACT_MATH, TILE, key_tiles, tile_dots, tile_max_dots
+from workbench.kvcache.dots import EXACT_MATH, TILE, TILE_HEADS, key_tiles, tile_dots, tile_max_dots
 from workbench.kvcache.kernels import SCRATCH, _topk_into
 
 AGG_SUM, AGG_MEAN, AGG_MAX = 0, 1, 2
@@ -178,7 +179,7 @@ def softmax_select_heads(logits, group, n_pre, scaling, how, budget, kept):
         softmax_select_head(logits[h * group:(h + 1) * group], n_pre, scaling, how, budget, kept[h])
 
 
-STEPS = 3  # decode steps whose partial logits `partial_softmax_select_head` computes together (`dots.TILE_HEADS`)
+STEPS = TILE_HEADS  # decode steps whose partial logits `partial_softmax_select_head` computes in one pass
 
 
 @njit(cache=True)
@@ -271,7 +272,7 @@ def hisa_select_head(q, keys, reps, n_pre, scaling, block, n_blocks, budget, kep
     ranked by the max over the group of ``scaling * q . k``; positions outside them rank -inf (kept, oldest first,
     only when there are fewer candidates than ``budget - 1``). ``kept`` bool [S, T] (out, all False). Every
     product is an in-order FMA sum (`dots`), computed for the candidates only."""
-    n_g, n_s, _ = q.shape
+    n_s = q.shape[1]
     t = keys.shape[0]
     nb = reps.shape[0]
     tiles = key_tiles(keys)

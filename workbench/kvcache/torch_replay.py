@@ -17,8 +17,8 @@ query-aware selection scores are computed here, on ``device``, one layer at a ti
 summed over the head dimension in the kernel's order so that they are bit-identical; TokenSelect, FASA and
 HISA from ``torch.matmul`` q . k logits, with the softmax and the head aggregation in the fused kernels'
 arithmetic (`select_kernels`: exp in float64, float64 sum, heads added in order; bit-identical given the same
-logits). On the CPU the logits are the same too: torch's matmul (MKL) sums in order with one FMA per term, as
-the numba path's FASA and HISA kernels do (`dots`); TokenSelect's numba logits come from numpy's BLAS, whose
+logits). On an x86 CPU the logits are the same too: torch's matmul (MKL) sums in order with one FMA per term,
+as the numba path's FASA and HISA kernels do (`dots`); TokenSelect's numba logits come from numpy's BLAS, whose
 order differs for ~2% of them by an ulp, which the softmax votes absorb (no differing cell seen). One
 sum is not in the kernel's order: H2O/TOVA renormalise each step's attention by its float64 sum over the cache
 (``Tensor.sum``, a different association than the kernel's left-to-right loop); TOVA's ranking cannot change

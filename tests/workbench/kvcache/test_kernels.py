@@ -143,8 +143,8 @@ def test_quest_page_bounds_follow_the_definition(dtype):
     for hh in range(h):
         for s in range(t - n_pre):
             for j in range(t // page):
-                pk = keys[hh, j * page:(j + 1) * page].astype(np.float64)
-                want = max(sum(max(q * pk[:, c].min(), q * pk[:, c].max())
-                               for c, q in enumerate(queries[hh, gg, n_pre + s].astype(np.float64)))
+                pk = keys[hh, j * page:(j + 1) * page]
+                want = max(sum(float(max(q * pk[:, c].min(), q * pk[:, c].max()))  # products in `dtype`
+                               for c, q in enumerate(queries[hh, gg, n_pre + s]))
                            for gg in range(g))
-                assert got[hh, s, j] == want  # the same products, summed in the same order
+                assert got[hh, s, j] == want  # the same products, summed in float64 in the same order

@@ -151,6 +151,18 @@ def test_fasa_calibrates_on_a_key_scatter_computed_once_per_layer(monkeypatch):
     np.testing.assert_allclose(trace.derived("key_scatter", 0, compute), centred.transpose(0, 2, 1) @ centred)
 
 
+@pytest.mark.parametrize("group", [1, 4])
+@pytest.mark.parametrize("policy", [P("tokenselect"), P("fasa", chunks=2), P("hisa", block=4), P("hisa", block=8,
+                                                                                                   blocks=1)], ids=_id)
+def test_query_aware_policies_with_other_group_sizes(policy, group):
+    """The tiled kernels take query heads three at a time: a group of one (MHA) and of four (two passes, the
+    second padded) against the reference too, for a length that is not a multiple of the 32-position tile."""
+    for gqa in ("mean", "max"):
+        trace = R.synthetic_trace(n=45, steps=6, group=group, dim=8, seed=group, gqa=gqa)
+        for budget in (3, 9, 0.5):
+            _assert_same_as_reference(trace, policy, budget, metrics=False)
+
+
 @pytest.mark.parametrize("seed", [None, 11])
 def test_random_policy_mirrors_the_per_layer_generator(seed):
     trace = SYNTHETIC[0]
