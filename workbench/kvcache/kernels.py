@@ -235,6 +235,27 @@ def _float32_keys(u, n, keys):
 
 
 @njit(cache=True)
+def _radix_level(keys, c, need, shift, nb, hist):
+    """One level of `_kth_largest_f32`: the ``need``-th largest of ``keys[:c]`` lies in the bin
+    ``(key >> shift) & (nb - 1)`` found by a histogram (``hist`` int32 scratch of nb); that bin's keys are moved to
+    the front, in order. Returns their count and the rank of the wanted key among them."""
+    mask = np.uint32(nb - 1)
+    hist[:nb] = 0
+    for i in range(c):
+        hist[(keys[i] >> shift) & mask] += 1
+    b = nb - 1
+    while hist[b] < need:
+        need -= hist[b]
+        b -= 1
+    kept = 0
+    for i in range(c):
+        key = keys[i]
+        keys[kept] = key
+        kept += ((key >> shift) & mask) == b
+    return kept, need
+
+
+@njit(cache=True)
 def _kth_largest_f32(vals, n, k, buf):
     """The ``k``-th largest of float32 ``vals[:n]`` (1 <= k <= n) without reordering ``vals``; ``buf``: float32
     scratch of n + SCRATCH elements.
@@ -246,38 +267,11 @@ def _kth_largest_f32(vals, n, k, buf):
     keys = buf[:n].view(np.uint32)
     hist = buf[n:n + BINS].view(np.int32)
     _float32_keys(vals[:n].view(np.uint32), n, keys)
-    hist[:] = 0
-    for i in range(n):
-        hist[keys[i] >> np.uint32(21)] += 1
-    need = k
-    b = BINS - 1
-    while hist[b] < need:
-        need -= hist[b]
-        b -= 1
-    c = 0
-    for i in range(n):
-        key = keys[i]
-        keys[c] = key
-        c += (key >> np.uint32(21)) == b
-    for level in range(2):
+    c, need = _radix_level(keys, n, k, np.uint32(21), BINS, hist)
+    for shift, nb in ((10, BINS), (0, 1024)):
         if c <= 64:
             break
-        shift = np.uint32(10 if level == 0 else 0)
-        nb = BINS if level == 0 else 1024
-        mask = np.uint32(nb - 1)
-        hist[:nb] = 0
-        for i in range(c):
-            hist[(keys[i] >> shift) & mask] += 1
-        b = nb - 1
-        while hist[b] < need:
-            need -= hist[b]
-            b -= 1
-        c2 = 0
-        for i in range(c):
-            key = keys[i]
-            keys[c2] = key
-            c2 += ((key >> shift) & mask) == b
-        c = c2
+        c, need = _radix_level(keys, c, need, np.uint32(shift), nb, hist)
     key = _kth_largest(keys, c, need)
     hist[0] = np.int32(key ^ (np.uint32(0x80000000) if key >> np.uint32(31) else np.uint32(0xFFFFFFFF)))
     return hist[:1].view(np.float32)[0]

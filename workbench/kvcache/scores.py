@@ -78,7 +78,7 @@ def fasa_dominant_chunks(trace: KVTrace, li: int, n_chunks: int, calibration: in
     var(part_c) = q_c' C_cc q_c, var(full) = q' C q (float64)."""
     n, g, half = trace.n_prefill, trace.group_size, trace.head_dim // 2
     c = max(1, min(calibration, n - 1))
-    scatter = np.repeat(trace.derived("key_scatter", li, key_scatter), g, axis=0)  # [Q, D, D]
+    scatter = np.repeat(trace.cached(("key_scatter", li), lambda: key_scatter(trace, li)), g, axis=0)  # [Q, D, D]
     q = trace.f32("queries", li)[:, n - c: n, :].astype(np.float64)            # [Q, c, D]
     cq = np.matmul(q, scatter)                                                  # [Q, c, D] (C symmetric)
     var_full = (q * cq).sum(axis=-1, keepdims=True)                             # [Q, c, 1]

@@ -80,10 +80,8 @@ def top_mask(x: torch.Tensor, valid: torch.Tensor, k) -> torch.Tensor:
 def _layer_stack(trace: KVTrace, name: str, lis, device) -> torch.Tensor:
     """float32 ``trace.<name>`` of the layers ``lis`` stacked on ``device``, cached on the trace (as `KVTrace.f32`
     caches the numpy arrays the numba path reads)."""
-    key = ("torch", name, tuple(int(x) for x in lis), str(device))
-    if key not in trace._f32:
-        trace._f32[key] = torch.stack([torch.from_numpy(trace.f32(name, li)) for li in lis]).to(device)
-    return trace._f32[key]
+    return trace.cached(("torch", name, tuple(int(x) for x in lis), str(device)),
+                        lambda: torch.stack([torch.from_numpy(trace.f32(name, li)) for li in lis]).to(device))
 
 
 def _layer_f32(trace: KVTrace, name: str, li: int, device) -> torch.Tensor:
@@ -92,10 +90,7 @@ def _layer_f32(trace: KVTrace, name: str, li: int, device) -> torch.Tensor:
     device = torch.device(device)
     if device.type == "cpu":
         return torch.from_numpy(trace.f32(name, li))
-    key = ("torch", name, int(li), str(device))
-    if key not in trace._f32:
-        trace._f32[key] = torch.from_numpy(trace.f32(name, li)).to(device)
-    return trace._f32[key]
+    return trace.cached(("torch", name, int(li), str(device)), lambda: torch.from_numpy(trace.f32(name, li)).to(device))
 
 
 def _causal(n: int, s: int, t: int, device) -> torch.Tensor:

@@ -73,23 +73,20 @@ class KVTrace:
     obs_votes_heads: np.ndarray
     model: dict = field(default_factory=dict)
     scaling: float = 0.125
-    _f32: dict = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def cached(self, key, compute):
+        """``compute()``, computed once per ``key`` (hashable) and kept on the trace: the float32 copies (`f32`),
+        per-layer statistics such as the keys' scatter matrix FASA calibrates on, and the torch path's device
+        copies. Replays read the same layers again and again, whatever the policy or budget."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def f32(self, name: str, index: int) -> np.ndarray:
-        """``getattr(self, name)[index]`` as float32, cached (replays read the same layers again and again)."""
-        key = (name, int(index))
-        if key not in self._f32:
-            self._f32[key] = np.ascontiguousarray(getattr(self, name)[index], dtype=np.float32)
-        return self._f32[key]
-
-    def derived(self, name: str, index: int, compute) -> np.ndarray:
-        """A per-layer statistic of the trace (``compute(self, index)``), computed once and cached next to the
-        float32 copies: e.g. the keys' scatter matrix FASA calibrates on, which every FASA replay of the layer
-        needs whatever the budget."""
-        key = ("derived:" + name, int(index))
-        if key not in self._f32:
-            self._f32[key] = compute(self, int(index))
-        return self._f32[key]
+        """``getattr(self, name)[index]`` as float32, cached (`cached`)."""
+        return self.cached(("f32", name, int(index)),
+                           lambda: np.ascontiguousarray(getattr(self, name)[index], dtype=np.float32))
 
     @property
     def n_tokens(self) -> int:
