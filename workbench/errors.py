@@ -61,3 +61,14 @@ class RoutingError(WorkbenchError, ValueError):
     """A MoE router, balance metric or routing trace was given an input it cannot use (NaN/inf logits, k larger
     than the number of experts or below 1, a capacity factor <= 0, an empty batch, arrays of mismatched shapes,
     an unreadable or existing trace file ...)."""
+
+
+class ModelError(WorkbenchError, ValueError):
+    """The model runner was given an input it cannot use (an empty prompt, a text longer than the model's context,
+    a token id outside the vocabulary, a malformed tree of new tokens, ``commit`` of nodes that were not extended ...)."""
+
+
+class SpeculativeError(WorkbenchError, ValueError):
+    """Speculative decoding was given an input it cannot use (an empty prompt, ``max_new_tokens`` <= 0, a budget or
+    depth <= 0, an acceptance vector outside [0, 1], a negative temperature, a malformed draft tree, a drafter that
+    proposed ids outside the vocabulary, an unreadable or existing run file ...)."""

@@ -2,6 +2,7 @@
 (`replay` -> `Retention`), and measure quality with the real model (`evaluate` -> `Quality`, `passkey_probe`)."""
 
 from workbench.kvcache.capture import capture, capture_ids
+from workbench.kvcache.capture_runner import ModelRunner, default_runner
 from workbench.kvcache.evaluate import (
     PasskeyResult,
     Quality,
@@ -12,7 +13,6 @@ from workbench.kvcache.evaluate import (
 )
 from workbench.kvcache.policies import POLICY_NAMES, SPECS, Policy, make_policy, resolve_budget
 from workbench.kvcache.replay import Retention, compare_policies, replay
-from workbench.kvcache.runner import ModelRunner, default_runner
 from workbench.kvcache.trace import KVTrace, model_signature
 
 __all__ = [

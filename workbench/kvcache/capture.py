@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from workbench.errors import KVCacheError
-from workbench.kvcache.runner import ModelRunner, default_runner
+from workbench.kvcache.capture_runner import ModelRunner, default_runner
 from workbench.kvcache.trace import KVTrace, model_signature
 
 

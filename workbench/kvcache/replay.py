@@ -19,8 +19,8 @@ from workbench.errors import KVCacheError
 from workbench.kvcache import kernels as K
 from workbench.kvcache import scores as SC
 from workbench.kvcache import select_kernels as SK
+from workbench.kvcache.capture_runner import torch_available_cuda as torch_cuda_available
 from workbench.kvcache.policies import Policy, make_policy, pyramid_budgets, resolve_budget
-from workbench.kvcache.runner import torch_available_cuda as torch_cuda_available
 from workbench.kvcache.trace import KVTrace
 
 # cell codes of `Retention.cell_states`

@@ -12,8 +12,9 @@ from workbench.models.loading import (
     shared_default_model,
 )
 from workbench.models.predict import TopK, model_summary, next_token_topk
+from workbench.models.runner import DecodeSession, ModelRunner, default_runner
 
 __all__ = [
-    "DEFAULT_MODEL_INSTALL", "DEFAULT_MODEL_NAME", "TopK", "converted_cache_path", "default_gguf_path",
+    "DEFAULT_MODEL_INSTALL", "DEFAULT_MODEL_NAME", "DecodeSession", "ModelRunner", "TopK", "default_runner", "converted_cache_path", "default_gguf_path",
     "is_converted", "load_default_model", "load_model", "model_summary", "next_token_topk", "shared_default_model",
 ]

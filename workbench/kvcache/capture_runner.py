@@ -9,7 +9,8 @@ reference). Two uses, both single teacher-forced forward passes over a batch of 
   attend to. Because a token's keys and values at layer ``l`` depend only on what it attended to below ``l``, one
   masked pass over the whole sequence equals decoding token by token with that evicted cache.
 
-The speculative-decoding lab reuses ``encode`` / ``logits`` / ``greedy``.
+Tokens, lengths and plain greedy decoding come from the shared runner (`workbench.models.runner`), which the
+speculative-decoding lab uses for cached incremental and tree decoding.
 
 Example::
 
@@ -27,6 +28,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from workbench.errors import KVCacheError
+from workbench.models.runner import MODEL_LOCK
+from workbench.models.runner import ModelRunner as BaseRunner
 
 _IMPL = "workbench_kv"
 _STATE = threading.local()
@@ -88,47 +91,14 @@ def masked_attention(query, key, value, scaling: float, allowed=None, chunk: int
     return out.to(query.dtype).transpose(0, 1).unsqueeze(0)
 
 
-class ModelRunner:
-    """A causal LM plus its tokenizer, run through the workbench's attention (see the module docstring).
+class ModelRunner(BaseRunner):
+    """The shared `workbench.models.runner.ModelRunner` plus the KV lab's hooked attention: capture (see the module
+    docstring) and masked teacher-forced passes. Bad input raises `KVCacheError` here.
 
     ``model``/``tokenizer`` default to the shared SmolLM2-135M-Instruct. Only batch size 1 is supported.
     """
 
-    def __init__(self, model=None, tokenizer=None):
-        if model is None:
-            from workbench.models import shared_default_model
-
-            model, default_tok = shared_default_model()
-            tokenizer = tokenizer or default_tok
-        if tokenizer is None:
-            raise KVCacheError("a custom model needs its tokenizer: ModelRunner(model, tokenizer)")
-        self.model = model
-        self.tokenizer = tokenizer
-        cfg = model.config
-        self.n_layers = int(cfg.num_hidden_layers)
-        self.n_heads = int(cfg.num_attention_heads)
-        self.n_kv_heads = int(getattr(cfg, "num_key_value_heads", None) or self.n_heads)
-        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads)
-        self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
-
-    # -- tokens ---------------------------------------------------------------------------------------------
-    def encode(self, text: str) -> np.ndarray:
-        """Token ids (int64 [T]) of ``text`` without special tokens; raises `KVCacheError` if empty or too long."""
-        if not isinstance(text, str) or not text.strip():
-            raise KVCacheError("the text is empty; give at least a few words")
-        ids = np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-        self.check_length(ids.shape[0])
-        return ids
-
-    def check_length(self, n: int) -> None:
-        if n == 0:
-            raise KVCacheError("the text has no tokens")
-        if self.max_positions and n > self.max_positions:
-            raise KVCacheError(
-                f"the text is {n} tokens long but the model's context is {self.max_positions} tokens; shorten it")
-
-    def token_strings(self, ids) -> list[str]:
-        return [self.tokenizer.decode([int(i)]) for i in ids]
+    error = KVCacheError
 
     # -- forward passes --------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -136,13 +106,14 @@ class ModelRunner:
         import torch
 
         _register()
-        previous = self.model.config._attn_implementation
         called = []
 
         def counting(*a):
             called.append(1)
             return hook(*a)
 
+        MODEL_LOCK.acquire()
+        previous = self.model.config._attn_implementation
         _STATE.hook = counting
         try:
             self.model.set_attn_implementation(_IMPL)
@@ -151,6 +122,7 @@ class ModelRunner:
         finally:
             _STATE.hook = None
             self.model.set_attn_implementation(previous)
+            MODEL_LOCK.release()
         if not called:
             raise KVCacheError(f"{type(self.model).__name__} does not compute attention through transformers' "
                                "attention interface, so the workbench cannot see or change its cache")
@@ -192,17 +164,6 @@ class ModelRunner:
             return masked_attention(q, k, v, scaling, allowed=masks.get(layer))
 
         return self._run(ids, hook, last)
-
-    def greedy(self, ids, n_new: int) -> np.ndarray:
-        """``ids`` followed by ``n_new`` greedily generated tokens (full cache, the model's own attention)."""
-        import torch
-
-        x = torch.as_tensor(np.asarray(ids, dtype=np.int64)[None], device=self.model.device)
-        self.check_length(x.shape[1] + n_new)
-        with torch.no_grad():
-            out = self.model.generate(x, max_new_tokens=int(n_new), do_sample=False, min_new_tokens=int(n_new),
-                                      pad_token_id=self.tokenizer.eos_token_id)
-        return out[0].cpu().numpy().astype(np.int64)
 
     def capture_arrays(self, ids, n_prefill: int, layers, gqa: str, obs_window: int) -> dict:
         """The raw arrays of a `KVTrace` (see trace.py) for ``ids`` with ``n_prefill`` context tokens."""
@@ -253,12 +214,9 @@ class ModelRunner:
         arr["scaling"] = scal[0] if scal else self.head_dim ** -0.5
         return arr
 
-    def device_name(self) -> str:
-        return str(self.model.device)
-
 
 def default_runner() -> ModelRunner:
-    """One shared runner over the shared default model."""
+    """One shared capture runner over the shared default model."""
     if not hasattr(default_runner, "_runner"):
         default_runner._runner = ModelRunner()
     return default_runner._runner
