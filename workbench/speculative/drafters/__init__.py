@@ -1,0 +1,1 @@
+"""The drafters; each module registers itself with `make_drafter`."""
