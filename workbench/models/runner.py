@@ -186,6 +186,15 @@ class DecodeSession:
         self.ids.extend(int(t) for t in self._pending_tokens[path])
         self._pending_tokens = self._pending_parents = None
 
+    def truncate(self, length: int) -> None:
+        """Forget every committed token after the first ``length`` (and any uncommitted extend)."""
+        if not 0 <= length <= self.store.length:
+            raise ModelError(f"cannot truncate {self.store.length} committed tokens to {length}")
+        self.store.length = int(length)
+        self.store.pending = 0
+        del self.ids[length:]
+        self._pending_tokens = self._pending_parents = None
+
     def fork(self) -> DecodeSession:
         """An independent copy of this session (same committed cache)."""
         other = DecodeSession(self.runner, self.n_run_layers)
