@@ -92,7 +92,12 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
     if drafter == "early_exit" and "runner" not in (drafter_params or {}):
         drafter_params = {**(drafter_params or {}), "runner": runner}
     d: Drafter = make_drafter(drafter, **(drafter_params or {}))
-    b = None if builder is None else make_builder(builder, **(builder_params or {}))
+    bparams = dict(builder_params or {})
+    for key in ("spine", "branch"):          # Goose's sources may be given by drafter name
+        if isinstance(bparams.get(key), str):
+            bparams[key] = make_drafter(bparams[key])
+    b = None if builder is None else make_builder(builder, **bparams)
+    extras = [x for x in (b.drafters() if hasattr(b, "drafters") else []) if x is not d]
     vname = verifier if verifier is not None else ("greedy" if temperature == 0 else "sequoia")
     v = make_verifier(vname, **(verifier_params or {}))
     if temperature == 0 and getattr(v, "name", vname) not in ("greedy",):
@@ -109,7 +114,8 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
     session = runner.session()
     if len(ids) > 1:
         session.prefill(ids[:-1])
-    d.reset(ids)
+    for x in (d, *extras):
+        x.reset(ids)
     prefill_seconds = time.perf_counter() - t0
 
     root = int(ids[-1])
@@ -123,7 +129,7 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
         if b is None:
             tree = d.propose(ctx, budget)
         else:
-            tree = b.build(lambda paths, k, _c=ctx: d.expand(_c, paths, k), budget)
+            tree = b.build(d, budget, context_ids=ctx)
         if not isinstance(tree, DraftTree):
             raise SpeculativeError(f"{d!r} returned {type(tree).__name__}, not a DraftTree")
         tree.check_vocab(runner.vocab_size, f"the drafter {getattr(d, 'name', d)!r}")
@@ -150,7 +156,8 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
                 tprob = probs[rows, tree.tokens].astype(np.float32)
         else:
             tprob = np.zeros(0, np.float32)
-        d.observe(fed, top)
+        for x in (d, *extras):
+            x.observe(fed, top)
         steps.append(StepRecord(tree=tree, accepted=np.asarray(verdict.accepted, np.int32), bonus=int(verdict.bonus),
                                 draft_seconds=t2 - t1, verify_seconds=t3 - t2, target_prob=tprob,
                                 target_top=top[:, 0].copy()))
@@ -168,7 +175,8 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
             progress(len(out), max_new_tokens)
         if stop:
             break
-    d.finish(np.asarray(out, np.int64))
+    for x in (d, *extras):
+        x.finish(np.asarray(out, np.int64))
 
     out_ids = np.asarray(out, np.int64)
     params = {"drafter": getattr(d, "name", str(drafter)), "builder": None if b is None else b.name,

@@ -110,6 +110,41 @@ class SpecRun:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(reached > 0, acc / np.maximum(reached, 1), np.nan)
 
+    def rank_acceptance(self, width: int = 8) -> np.ndarray:
+        """Sequoia's positional acceptance vector measured on this run: ``p[i]`` (i = 0..width-1) is the share of
+        verified nodes with children (the root and every accepted node that had children) whose accepted child
+        was the (i+1)-th in rank order. Feed it to `builders.SequoiaBuilder` / `sequoia.choose_budget`."""
+        from workbench.speculative.tree import tree_children
+
+        hits = np.zeros(width)
+        visits = 0
+        for s in self.steps:
+            if not s.tree.size:
+                continue
+            ptr, child = tree_children(s.tree.parents)
+            slots = [0] + [int(a) + 1 for a in s.accepted]
+            for depth, slot in enumerate(slots):
+                kids = child[ptr[slot]:ptr[slot + 1]]
+                if kids.size == 0:
+                    continue
+                visits += 1
+                if depth < len(s.accepted):
+                    rank = int(np.flatnonzero(kids == s.accepted[depth])[0])
+                    if rank < width:
+                        hits[rank] += 1
+        return hits / visits if visits else hits
+
+    def expected_tree_length(self) -> float:
+        """The tree expectation next to the measured mean acceptance length: the mean over steps with a draft of
+        Sequoia's expected accepted tokens (bonus included) of the tree actually drafted, under this run's own
+        measured positional acceptance vector (`rank_acceptance`)."""
+        from workbench.speculative.sequoia import expected_accepted, sibling_ranks
+
+        width = max([int(sibling_ranks(s.tree.parents).max()) + 1 for s in self.steps if s.tree.size] + [1])
+        acc = self.rank_acceptance(width)
+        vals = [expected_accepted(s.tree.parents, None, acc) for s in self.steps if s.tree.size]
+        return float(np.mean(vals)) if vals else 1.0
+
     def histogram(self) -> np.ndarray:
         """Count of steps with a draft by number of accepted tokens (index = accepted)."""
         acc = np.array([s.n_accepted for s in self.steps if s.tree.size], np.int64)
@@ -136,6 +171,7 @@ class SpecRun:
             "tokens_per_step": n_out / self.n_steps if self.n_steps else 0.0,
             "path_acceptance_rate": alpha,
             "expected_chain_length": expected_chain_length(alpha, mean_gamma) if drafts else 1.0,
+            "expected_tree_length": self.expected_tree_length(),
             "per_position": [None if np.isnan(x) else float(x) for x in self.per_position()],
             "seconds": self.seconds,
             "draft_seconds": draft_t,
