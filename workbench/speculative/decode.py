@@ -116,6 +116,7 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
         session.prefill(ids[:-1])
     for x in (d, *extras):
         x.reset(ids)
+    observers = [x for x in (d, *extras) if getattr(type(x), "observe", Drafter.observe) is not Drafter.observe]
     prefill_seconds = time.perf_counter() - t0
 
     root = int(ids[-1])
@@ -124,9 +125,14 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
     steps: list[StepRecord] = []
     while len(out) < max_new_tokens:
         t1 = time.perf_counter()
-        budget = min(check_budget(sched.length(), "the schedule's length"), max_new_tokens - len(out) + 8)
+        want = sched.length()
+        if want != 0:
+            want = check_budget(want, "the schedule's length")
+        budget = min(int(want), max_new_tokens - len(out) + 8)
         ctx = np.asarray(context, np.int64)
-        if b is None:
+        if budget == 0:
+            tree = DraftTree.empty()
+        elif b is None:
             tree = d.propose(ctx, budget)
         else:
             tree = b.build(d, budget, context_ids=ctx)
@@ -147,7 +153,8 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
         session.commit(np.concatenate([[0], np.asarray(verdict.accepted, np.int64) + 1]))
         t3 = time.perf_counter()
 
-        top = _top_k_rows(logits, TOP_K_OBSERVED)
+        # the target's top-k after every fed token, only for drafters that learn from it (Token Recycling)
+        top = _top_k_rows(logits, TOP_K_OBSERVED) if observers else logits.argmax(axis=1)[:, None]
         if tree.size:
             rows = np.where(tree.parents >= 0, tree.parents + 1, 0)
             if temperature == 0:
@@ -156,7 +163,7 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
                 tprob = probs[rows, tree.tokens].astype(np.float32)
         else:
             tprob = np.zeros(0, np.float32)
-        for x in (d, *extras):
+        for x in observers:
             x.observe(fed, top)
         steps.append(StepRecord(tree=tree, accepted=np.asarray(verdict.accepted, np.int32), bonus=int(verdict.bonus),
                                 draft_seconds=t2 - t1, verify_seconds=t3 - t2, target_prob=tprob,

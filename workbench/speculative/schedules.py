@@ -15,8 +15,11 @@ happened. Schedules:
                           probability of each token (no training), calibrated by the running acceptance rate
 ``thompson(max_gamma)``   EESD (Liu et al. 2024): Thompson sampling over the draft length. A Beta posterior over the
                           per-token acceptance rate; each step samples a rate and drafts the length that maximises
-                          expected tokens per unit of time, ``(1 - a^(g+1)) / (1 - a) / (1 + g * c)``, ``c`` the
-                          draft/verify cost ratio
+                          expected tokens per unit of time, ``(1 - a^(g+1)) / (1 - a) / (1 + v + g * c)``, ``c`` the
+                          draft/verify cost ratio per token and ``v`` the extra cost of a verification pass with a
+                          draft over a plain one (~0.3 for SmolLM2 on a CPU: `costs.verify_cost_curve`). Length 0
+                          (a plain decoding step) wins when drafting does not pay, so the schedule is never much
+                          slower than plain decoding; the posterior keeps sampling, so it tries again
 ========================  ===========================================================================================
 
 PEARL's pre-verify/post-verify is a different kind of schedule (drafting and verifying in parallel); it is
@@ -51,6 +54,7 @@ class Schedule:
     name = "schedule"
 
     def length(self) -> int:
+        """Draft budget of the next step; 0 means a plain decoding step (no draft)."""
         raise NotImplementedError
 
     def trim(self, tree: DraftTree) -> DraftTree:
@@ -151,11 +155,14 @@ class Thompson(Schedule):
 
     name = "thompson"
 
-    def __init__(self, max_gamma: int = 12, cost_ratio: float = 0.05, seed: int = 0):
+    def __init__(self, max_gamma: int = 12, cost_ratio: float = 0.0, verify_overhead: float = 0.3, seed: int = 0):
         self.max_gamma = check_budget(max_gamma, "max_gamma")
         if not cost_ratio >= 0:
             raise SpeculativeError(f"cost_ratio must be >= 0, got {cost_ratio}")
+        if not verify_overhead >= 0:
+            raise SpeculativeError(f"verify_overhead must be >= 0, got {verify_overhead}")
         self.cost_ratio = float(cost_ratio)
+        self.verify_overhead = float(verify_overhead)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.a, self.b = 1.0, 1.0
@@ -163,8 +170,9 @@ class Thompson(Schedule):
     def length(self) -> int:
         alpha = min(float(self.rng.beta(self.a, self.b)), 1 - 1e-9)
         g = np.arange(1, self.max_gamma + 1)
-        value = (1 - alpha ** (g + 1)) / (1 - alpha) / (1 + g * self.cost_ratio)
-        return int(g[np.argmax(value)])
+        value = (1 - alpha ** (g + 1)) / (1 - alpha) / (1 + self.verify_overhead + g * self.cost_ratio)
+        best = int(np.argmax(value))
+        return int(g[best]) if value[best] > 1.0 else 0     # 0: a plain step pays more than any draft
 
     def update(self, drafted: int, accepted: int) -> None:
         if drafted:
@@ -173,7 +181,8 @@ class Thompson(Schedule):
             self.b += 1 if accepted < drafted else 0
 
     def params(self) -> dict:
-        return {"max_gamma": self.max_gamma, "cost_ratio": self.cost_ratio, "seed": self.seed}
+        return {"max_gamma": self.max_gamma, "cost_ratio": self.cost_ratio,
+                "verify_overhead": self.verify_overhead, "seed": self.seed}
 
 
 SCHEDULES = {"fixed": Fixed, "heuristic": Heuristic, "specdecpp": SpecDecPP, "thompson": Thompson}

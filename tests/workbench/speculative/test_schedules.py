@@ -38,6 +38,8 @@ def test_thompson_sampling_drafts_longer_when_acceptance_is_high():
         hi.update(4, 4)
         lo.update(4, 0)
     assert np.mean([hi.length() for _ in range(20)]) > np.mean([lo.length() for _ in range(20)]) + 3
+    # a drafter that is never right: plain steps (length 0) win over drafting
+    assert [lo.length() for _ in range(20)].count(0) >= 18
 
 
 def test_schedule_bad_input():
