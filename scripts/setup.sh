@@ -30,6 +30,17 @@ if [[ $WANT_TESTS == 1 ]] && [[ ! -x /usr/bin/chromium ]]; then
     say "warning: no apt-get; install Chromium at /usr/bin/chromium yourself or the ui tests will be skipped"
   fi
 fi
+# A CJK font for the browser: without one, Chinese and Japanese text renders as boxes in headless Chromium.
+if [[ $WANT_TESTS == 1 ]] && [[ ! -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"
+    say "installing a CJK font (Debian's fonts-noto-cjk) for the browser tests"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends fonts-noto-cjk >/dev/null
+  else
+    say "warning: no apt-get; install a CJK font (fonts-noto-cjk) or Chinese/Japanese text renders as boxes"
+  fi
+fi
 
 # ---- python environment ----------------------------------------------------------------------------------------
 stamp_of() { cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | sha1sum | cut -c1-16; }

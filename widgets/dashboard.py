@@ -68,7 +68,9 @@ def warm_up() -> None:
 
 def create_app() -> pn.viewable.Viewable:
     """The whole dashboard as a Panel layout (a header and one tab per lab)."""
-    pn.extension(raw_css=[TABLE_CSS])
+    # inline: in a notebook, BokehJS and Panel's JavaScript come from this installation, not a CDN (a served
+    # dashboard is unaffected: the Bokeh server serves them itself)
+    pn.extension(raw_css=[TABLE_CSS], inline=True)
     header = pn.pane.Markdown(
         "# Token Workbench\nTokenizers, MoE routing, speculative decoding and KV caches, computed live on real "
         "data and a real model (SmolLM2-135M-Instruct).",

@@ -17,6 +17,7 @@ import param
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
+from widgets.base import WorkbenchView
 from workbench.data import corpus_table, load_corpus, parallel_table, shipped_corpora
 from workbench.errors import WorkbenchError
 from workbench.models import model_summary, next_token_topk, shared_default_model
@@ -39,7 +40,7 @@ def _visible(token: str) -> str:
     return token.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
 
 
-class Overview(pn.viewable.Viewer):
+class Overview(WorkbenchView):
     """Corpora (sizes, languages, a sample) and the model (configuration, live top-10 next tokens).
 
     ``model``/``tokenizer`` default to the shared SmolLM2-135M-Instruct; if it is not installed the model card says
@@ -79,7 +80,8 @@ class Overview(pn.viewable.Viewer):
         names = [n for n in shipped_corpora() if not n.startswith("parallel_")] + sorted(
             n for n in shipped_corpora() if n.startswith("parallel_"))
         self._corpus_select = pn.widgets.Select(label="Sample from", options=names, value=self.corpus, width=220)
-        self._corpus_select.link(self, value="corpus")
+        # a watcher, not .link(self, ...): Panel embeds a saved view's states only through watchers on widgets
+        self._corpus_select.param.watch(lambda e: setattr(self, "corpus", e.new), "value")
 
         plot = figure(height=300, sizing_mode="stretch_width", y_range=[], x_range=(0, 1),
                       title="Next-token probability", toolbar_location=None, tools="")

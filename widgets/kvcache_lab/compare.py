@@ -18,6 +18,7 @@ import panel as pn
 import param
 from bokeh.models import ColumnDataSource, Range1d
 
+from widgets.base import WorkbenchView
 from widgets.kvcache_lab.retention import (
     STYLE,
     error_html,
@@ -47,7 +48,7 @@ def difference_codes(kept_a: np.ndarray, kept_b: np.ndarray, n_prefill: int) -> 
     return out
 
 
-class PolicyCompare(pn.viewable.Viewer):
+class PolicyCompare(WorkbenchView):
     """``policy_a`` and ``policy_b`` at one ``budget`` on ``trace``, for model ``layer`` and KV ``head``.
 
     ``retention_a``/``retention_b`` are the one-layer replays; ``diff`` the int8 [S, T] difference codes; sources

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import panel as pn
 import param
 
+from widgets.base import WorkbenchView
 from widgets.kvcache_lab.compare import PolicyCompare
 from widgets.kvcache_lab.quality import QualityVsBudget
 from widgets.kvcache_lab.retention import RetentionMap
@@ -120,7 +121,7 @@ def parse_budgets(text: str) -> list[int]:
     return sorted(set(values))
 
 
-class KVCacheLab(pn.viewable.Viewer):
+class KVCacheLab(WorkbenchView):
     """The KV-cache lab. ``trace`` is the capture every view replays; ``capture_text()`` replaces it with a capture
     of ``text``; ``run_quality()`` runs the quality sweep. Views: ``retention_map``, ``evicted_text``,
     ``compare`` and ``quality`` (their policy/budget/layer/head follow the retention map's controls)."""

@@ -20,6 +20,7 @@ from bokeh.models import ColumnDataSource, DataRange1d, FixedTicker, HoverTool, 
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
+from widgets.base import WorkbenchView
 from workbench.kvcache import SPECS
 
 #: (column, figure title, y-axis label)
@@ -33,7 +34,7 @@ def _base_name(label: str) -> str:
     return label.split("(", 1)[0]
 
 
-class QualityVsBudget(pn.viewable.Viewer):
+class QualityVsBudget(WorkbenchView):
     """``table``: a pandas DataFrame with columns policy, budget, kept_fraction, delta_ppl, kl, top1 and passkey
     (NaN where the probe was not run). ``sources`` maps policy -> its ColumnDataSource; ``lines[metric][policy]``
     is the line renderer of that policy in that metric's figure (hidden when the policy is not in the table)."""

@@ -21,6 +21,7 @@ import param
 from bokeh.models import ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Range1d, Span
 from bokeh.plotting import figure
 
+from widgets.base import WorkbenchView
 from workbench.errors import WorkbenchError
 from workbench.kvcache import POLICY_NAMES, SPECS, replay
 from workbench.kvcache.replay import EVICTED, FUTURE, KEPT, SINK, SKIPPED
@@ -110,7 +111,7 @@ def middle_layer(trace) -> int:
     return int(trace.layers[len(trace.layers) // 2])
 
 
-class RetentionMap(pn.viewable.Viewer):
+class RetentionMap(WorkbenchView):
     """Kept/evicted/sink/skipped/future cells of ``policy`` at ``budget`` for model ``layer`` and KV ``head``.
 
     ``retention`` (a one-layer `Retention`) and ``states`` (int8 [S, T]) hold what is drawn; ``source`` is the image

@@ -18,6 +18,7 @@ import numpy as np
 import panel as pn
 import param
 
+from widgets.base import WorkbenchView
 from widgets.kvcache_lab.retention import STATE_NAMES, STYLE, error_html
 from workbench.kvcache.replay import EVICTED, KEPT, SINK, SKIPPED
 from workbench.kvcache.scores import h2o_scores
@@ -41,7 +42,7 @@ def _shown(token: str) -> str:
     return html.escape(token.replace("\n", "↵\n").replace("\t", "→\t"))
 
 
-class EvictedText(pn.viewable.Viewer):
+class EvictedText(WorkbenchView):
     """The text up to the query of decode ``step`` under ``retention`` (from `replay`) for model ``layer`` and
     KV ``head``. ``trace`` (the `KVTrace` replayed) gives the heavy hitters; without it none are marked.
 

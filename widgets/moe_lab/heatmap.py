@@ -25,6 +25,7 @@ from bokeh.models import ColorBar, ColumnDataSource, CustomJSHover, HoverTool, L
 from bokeh.palettes import Blues256, Category10_10, Category20_20, Turbo256
 from bokeh.plotting import figure
 
+from widgets.base import WorkbenchView
 from workbench.errors import WorkbenchError
 from workbench.routing import DROP_POLICIES, OVERFLOW_MODES, ROUTER_NAMES, Routing, route
 
@@ -181,7 +182,7 @@ def layer_label(trace, layer: int) -> str:
     return f"layer {layer}"
 
 
-class RoutedView(pn.viewable.Viewer):
+class RoutedView(WorkbenchView):
     """Base of the MoE views: ``trace`` (a `RoutingTrace`), ``layer`` (an index into its layers) and the router
     settings; any change re-routes and redraws (`_render`, in the subclass). A bad setting (k larger than the
     experts, a capacity factor <= 0 ...) shows the core's message in ``error`` and keeps the last drawing.

@@ -18,6 +18,7 @@ import threading
 import panel as pn
 import param
 
+from widgets.base import WorkbenchView
 from widgets.moe_lab.compare import RouterCompare
 from widgets.moe_lab.flow import LayerFlow
 from widgets.moe_lab.heatmap import RoutedView, RoutingHeatmap, SettingsControls
@@ -98,7 +99,7 @@ def describe(trace: RoutingTrace) -> str:
             f"{trace.n_experts} experts of {meta.get('model', 'an unnamed model')}{own}")
 
 
-class MoERoutingLab(pn.viewable.Viewer):
+class MoERoutingLab(WorkbenchView):
     """The MoE routing lab over ``trace`` (default: `default_trace`). The side controls (router, k, capacity factor,
     drop policy, overflow, layer) drive every view: ``heatmap`` (`RoutingHeatmap`), ``load`` (`ExpertLoad`),
     ``drops`` (`DropByPosition`), ``flow`` (`LayerFlow`) and ``compare`` (`RouterCompare`, whose router A is the

@@ -11,11 +11,12 @@ from __future__ import annotations
 import panel as pn
 import param
 
+from widgets.base import WorkbenchView
 from widgets.tokenizers_lab.html import segmentation_html, stats_html
 from workbench.tokenization.explore import segment
 
 
-class TokenBoundaries(pn.viewable.Viewer):
+class TokenBoundaries(WorkbenchView):
     """Token boundaries of ``text`` under ``tokenizer``. ``segmentation`` holds what is rendered."""
 
     tokenizer = param.Parameter(doc="a workbench Tokenizer")

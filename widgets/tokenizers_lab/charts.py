@@ -6,15 +6,16 @@ proportions) and renders them with Bokeh; setting the parameter again updates th
 
 from __future__ import annotations
 
-import panel as pn
 import param
 from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Span
 from bokeh.plotting import figure
 
+from widgets.base import WorkbenchView
+
 COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d")
 
 
-class CompressionCurveView(pn.viewable.Viewer):
+class CompressionCurveView(WorkbenchView):
     """Bytes per token of held-out text against vocabulary size, one line per trainer."""
 
     curve = param.Parameter(doc="a CompressionCurve")
@@ -53,7 +54,7 @@ class CompressionCurveView(pn.viewable.Viewer):
         return self._plot
 
 
-class ParityBars(pn.viewable.Viewer):
+class ParityBars(WorkbenchView):
     """One bar per (language, tokenizer): a metric such as the token premium relative to a reference language.
 
     ``rows``: dicts with ``category_key`` (language), ``group_key`` (tokenizer) and ``value_key`` (the metric).
@@ -96,7 +97,7 @@ class ParityBars(pn.viewable.Viewer):
         return self._plot
 
 
-class MixtureView(pn.viewable.Viewer):
+class MixtureView(WorkbenchView):
     """Inferred training-mixture proportions, next to the true ones when known."""
 
     estimate = param.Dict(default={})

@@ -7,11 +7,12 @@ import html
 import panel as pn
 import param
 
+from widgets.base import WorkbenchView
 from widgets.tokenizers_lab.html import segmentation_html, stats_html
 from workbench.tokenization.explore import boundary_diff
 
 
-class TokenDiff(pn.viewable.Viewer):
+class TokenDiff(WorkbenchView):
     """``diff`` holds the :class:`~workbench.tokenization.explore.BoundaryDiff` being shown."""
 
     tokenizer_a = param.Parameter()

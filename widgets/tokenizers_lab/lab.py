@@ -7,6 +7,7 @@ import threading
 import panel as pn
 import param
 
+from widgets.base import WorkbenchView
 from widgets.tokenizers_lab.boundaries import TokenBoundaries
 from widgets.tokenizers_lab.charts import ParityBars
 from widgets.tokenizers_lab.diff import TokenDiff
@@ -54,7 +55,7 @@ def default_text() -> str:
     return "\n".join(parts) + "\ndef tokenize(text: str) -> list[int]:\n    return [ord(c) for c in text]  # 2024\n"
 
 
-class TokenizersLab(pn.viewable.Viewer):
+class TokenizersLab(WorkbenchView):
     """The Tokenizers lab. ``tokenizer``/``compare`` name entries of ``available``; ``train()`` adds one."""
 
     tokenizer = param.Selector(default="gpt2", objects=list(NAMED))

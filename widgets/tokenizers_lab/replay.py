@@ -10,11 +10,12 @@ import param
 from bokeh.models import ColumnDataSource, Span
 from bokeh.plotting import figure
 
+from widgets.base import WorkbenchView
 from widgets.tokenizers_lab.html import segmentation_html, stats_html
 from workbench.tokenization.explore import replay, token_label
 
 
-class MergeReplay(pn.viewable.Viewer):
+class MergeReplay(WorkbenchView):
     """``step`` = how many merges are applied; ``current`` holds the rendered
     :class:`~workbench.tokenization.explore.ReplayStep`; ``timeline`` the (step, count) data."""
 

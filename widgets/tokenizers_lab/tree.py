@@ -7,11 +7,12 @@ import param
 from bokeh.models import ColumnDataSource, HoverTool, LabelSet
 from bokeh.plotting import figure
 
+from widgets.base import WorkbenchView
 from workbench.errors import WorkbenchError
 from workbench.tokenization.explore import merge_tree, token_label
 
 
-class MergeTree(pn.viewable.Viewer):
+class MergeTree(WorkbenchView):
     """Type a word; pick one of its tokens; see how BPE built it. ``tree`` holds the rendered
     :class:`~workbench.tokenization.explore.MergeTree`; ``nodes``/``edges`` are the plot's data sources."""
 

@@ -1,0 +1,70 @@
+"""What every workbench widget shares: a Panel ``Viewer`` that can also save itself as one offline HTML file.
+
+>>> from widgets.overview import Overview          # doctest: +SKIP
+>>> Overview().save("overview.html")               # ~3 MB: BokehJS, Panel's JavaScript and the data, inline
+PosixPath('overview.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from pathlib import Path
+
+import panel as pn
+from bokeh.resources import INLINE
+from panel.io.resources import DIST_DIR
+
+from workbench.errors import ConfigurationError
+
+
+def _data_uri(path: Path, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def save_view(view, filename: str | os.PathLike, *, title: str | None = None, embed: bool = True,
+              max_states: int = 200, max_opts: int = 8, overwrite: bool = False) -> Path:
+    """Write ``view`` (any Panel object or Viewer) to ``filename`` as a self-contained HTML file of its current state.
+
+    Everything is inline: BokehJS, Panel's JavaScript and stylesheets, the view's data, even the page icon, so the
+    file opens from disk in a browser without a server and without internet access. With ``embed`` (the default),
+    Panel also records how the view answers its discrete controls (selects, sliders, toggles): up to ``max_opts``
+    values per control and ``max_states`` combinations in all, replayed in the page without Python. Free-text boxes
+    and anything past those limits stay as saved. An existing file is replaced only with ``overwrite=True``; the file
+    is written to a temporary name first and then moved into place.
+    """
+    path = Path(filename)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ConfigurationError(f"save writes HTML: give a file name ending in .html, not {path.name!r}")
+    if path.exists() and not overwrite:
+        raise ConfigurationError(f"{path} exists; pass overwrite=True to replace it")
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"the folder {path.parent} does not exist; create it first")
+    icons = {  # Panel's page template would link its icons from cdn.holoviz.org
+        "app_favicon": _data_uri(DIST_DIR / "images" / "icon-32x32.png", "image/png"),
+        "apple_icon": _data_uri(DIST_DIR / "images" / "apple-touch-icon.png", "image/png"),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".html", dir=path.parent)
+    os.close(fd)
+    try:
+        # inline=True also keeps the stylesheets of every embedded state inline (widgets/offline.py)
+        with pn.config.set(inline=True):
+            pn.panel(view).save(tmp, title=title or type(view).__name__, resources=INLINE, embed=embed,
+                                max_states=max_states, max_opts=max_opts, progress=False,
+                                template_variables=icons)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class WorkbenchView(pn.viewable.Viewer):
+    """Base class of the workbench's widgets (state in ``param`` parameters, view in ``__panel__``)."""
+
+    def save(self, filename: str | os.PathLike, *, title: str | None = None, embed: bool = True,
+             max_states: int = 200, max_opts: int = 8, overwrite: bool = False) -> Path:
+        """This view as one self-contained, offline HTML file of its current state; see :func:`save_view`."""
+        return save_view(self, filename, title=title, embed=embed, max_states=max_states, max_opts=max_opts,
+                         overwrite=overwrite)
