@@ -26,6 +26,7 @@ hardware-aware budget chosen from the measured curve and the measured positional
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ GROUNDED = [
     ("prompt_lookup+heuristic", {"drafter": "prompt_lookup", "schedule": "heuristic"}),
     ("prompt_lookup+thompson", {"drafter": "prompt_lookup", "schedule": "thompson"}),
     ("prompt_lookup+fixed10", {"drafter": "prompt_lookup", "schedule": "fixed", "schedule_params": {"gamma": 10}}),
+    ("prompt_lookup+fixed4", {"drafter": "prompt_lookup", "schedule": "fixed", "schedule_params": {"gamma": 4}}),
     ("suffix", {"drafter": "suffix", "schedule": "fixed", "schedule_params": {"gamma": 16}}),
 ]
 OPEN = [
@@ -77,6 +79,22 @@ def _timed(fn, *args, **kwargs):
     t = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t
+
+
+@contextlib.contextmanager
+def _hf_sdpa(runner):
+    """Hugging Face's own "sdpa" attention for its ``generate`` baselines (the runner registers its own variant)."""
+    import torch
+
+    from workbench.models.runner import MODEL_LOCK
+
+    cfg = runner.model.config
+    with MODEL_LOCK, torch.no_grad():
+        previous, cfg._attn_implementation = cfg._attn_implementation, "sdpa"
+        try:
+            yield
+        finally:
+            cfg._attn_implementation = previous
 
 
 def _gaps(runner, ids, out):
@@ -118,7 +136,7 @@ def bench_set(runner, prompts, configs, n_new: int, hf: bool) -> dict:
         if hf:
             x = torch.as_tensor(ids[None])
             eos = runner.tokenizer.eos_token_id
-            with runner._sdpa():
+            with _hf_sdpa(runner):
                 g, dt = _timed(runner.model.generate, x, max_new_tokens=n_new, do_sample=False, pad_token_id=eos)
                 rows["hf_greedy"].append((g.shape[1] - len(ids), dt))
                 g, dt = _timed(runner.model.generate, x, max_new_tokens=n_new, do_sample=False,

@@ -48,3 +48,17 @@ def verify_cost_curve(runner=None, sizes=(0, 1, 2, 4, 8, 16, 32, 64), *, context
             times.append(time.perf_counter() - t)
         out[n] = statistics.median(times[1:])
     return out
+
+
+#: node counts of the curve a cost-aware schedule measures (`runner_verify_costs`)
+SCHEDULE_SIZES = (0, 1, 2, 3, 4, 6, 8, 12, 16)
+
+
+def runner_verify_costs(runner) -> dict[int, float]:
+    """The verify-cost curve of ``runner`` at `SCHEDULE_SIZES` (about 1-2 s on a CPU), measured once per runner and
+    kept on it; what `schedules.Thompson` reads with ``costs="measured"``."""
+    cached = getattr(runner, "_verify_costs", None)
+    if cached is None:
+        cached = verify_cost_curve(runner, SCHEDULE_SIZES, context_tokens=256, repeats=3)
+        runner._verify_costs = cached
+    return dict(cached)

@@ -107,6 +107,7 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
         raise SpeculativeError("the greedy verifier only reproduces temperature-0 decoding; choose a sampling "
                                "verifier ('sequoia', 'specinfer', 'chain_sampling' ...) for temperature > 0")
     sched = make_schedule(schedule, **(schedule_params or {}))
+    sched.bind(runner)
     rng = np.random.default_rng(seed)
     eos = runner.tokenizer.eos_token_id if stop_at_eos else None
 

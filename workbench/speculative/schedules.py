@@ -15,11 +15,14 @@ happened. Schedules:
                           probability of each token (no training), calibrated by the running acceptance rate
 ``thompson(max_gamma)``   EESD (Liu et al. 2024): Thompson sampling over the draft length. A Beta posterior over the
                           per-token acceptance rate; each step samples a rate and drafts the length that maximises
-                          expected tokens per unit of time, ``(1 - a^(g+1)) / (1 - a) / (1 + v + g * c)``, ``c`` the
-                          draft/verify cost ratio per token and ``v`` the extra cost of a verification pass with a
-                          draft over a plain one (~0.3 for SmolLM2 on a CPU: `costs.verify_cost_curve`). Length 0
-                          (a plain decoding step) wins when drafting does not pay, so the schedule is never much
-                          slower than plain decoding; the posterior keeps sampling, so it tries again
+                          expected tokens per unit of time, ``(1 - a^(g+1)) / (1 - a) / (cost(g) + g * c)``, ``c``
+                          the draft/verify cost ratio per token and ``cost(g)`` the time of a verification pass with
+                          ``g`` draft tokens relative to a plain step: the target's *measured* verify-cost curve
+                          (``costs="measured"``, the default: `costs.runner_verify_costs`, measured once per runner
+                          when `generate` binds the schedule), a given curve ``{nodes: seconds}``, or the constant
+                          ``1 + verify_overhead`` (``costs=None``). Length 0 (a plain decoding step) wins when
+                          drafting does not pay, so the schedule is never much slower than plain decoding; the
+                          posterior keeps sampling, so it tries again
 ========================  ===========================================================================================
 
 PEARL's pre-verify/post-verify is a different kind of schedule (drafting and verifying in parallel); it is
@@ -62,6 +65,9 @@ class Schedule:
 
     def update(self, drafted: int, accepted: int) -> None:
         """``drafted``: nodes on the longest drafted path (the chain length), ``accepted``: accepted tokens."""
+
+    def bind(self, runner) -> None:
+        """Told the target's runner before the first step (a cost-aware schedule measures it)."""
 
     def params(self) -> dict:
         return {}
@@ -155,7 +161,8 @@ class Thompson(Schedule):
 
     name = "thompson"
 
-    def __init__(self, max_gamma: int = 12, cost_ratio: float = 0.0, verify_overhead: float = 0.3, seed: int = 0):
+    def __init__(self, max_gamma: int = 12, cost_ratio: float = 0.0, verify_overhead: float = 0.3,
+                 costs="measured", seed: int = 0):
         self.max_gamma = check_budget(max_gamma, "max_gamma")
         if not cost_ratio >= 0:
             raise SpeculativeError(f"cost_ratio must be >= 0, got {cost_ratio}")
@@ -163,14 +170,31 @@ class Thompson(Schedule):
             raise SpeculativeError(f"verify_overhead must be >= 0, got {verify_overhead}")
         self.cost_ratio = float(cost_ratio)
         self.verify_overhead = float(verify_overhead)
+        self.costs = costs
+        self._relative = None
+        if costs is not None and costs != "measured":
+            self._relative = relative_costs(costs, self.max_gamma)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.a, self.b = 1.0, 1.0
 
+    def bind(self, runner) -> None:
+        """Called by `generate` with the target's runner: a ``"measured"`` schedule takes its verify-cost curve."""
+        if self.costs == "measured" and self._relative is None:
+            from workbench.speculative.costs import runner_verify_costs
+
+            self._relative = relative_costs(runner_verify_costs(runner), self.max_gamma)
+
+    def pass_costs(self) -> np.ndarray:
+        """float [max_gamma + 1]: time of a verification pass with g draft tokens relative to a plain step."""
+        if self._relative is not None:
+            return self._relative
+        return np.concatenate([[1.0], np.full(self.max_gamma, 1.0 + self.verify_overhead)])
+
     def length(self) -> int:
         alpha = min(float(self.rng.beta(self.a, self.b)), 1 - 1e-9)
         g = np.arange(1, self.max_gamma + 1)
-        value = (1 - alpha ** (g + 1)) / (1 - alpha) / (1 + self.verify_overhead + g * self.cost_ratio)
+        value = (1 - alpha ** (g + 1)) / (1 - alpha) / (self.pass_costs()[1:] + g * self.cost_ratio)
         best = int(np.argmax(value))
         return int(g[best]) if value[best] > 1.0 else 0     # 0: a plain step pays more than any draft
 
@@ -181,8 +205,31 @@ class Thompson(Schedule):
             self.b += 1 if accepted < drafted else 0
 
     def params(self) -> dict:
+        costs = self.costs if self.costs in (None, "measured") else {int(k): float(v) for k, v in self.costs.items()}
         return {"max_gamma": self.max_gamma, "cost_ratio": self.cost_ratio,
-                "verify_overhead": self.verify_overhead, "seed": self.seed}
+                "verify_overhead": self.verify_overhead, "costs": costs, "seed": self.seed}
+
+
+def relative_costs(curve, max_gamma: int) -> np.ndarray:
+    """A verify-cost curve ``{draft nodes: seconds}`` (node count 0 = a plain step) as float [max_gamma + 1] costs
+    relative to the plain step, linearly interpolated between measured sizes and extrapolated past the last one
+    with its last slope. Example: ``relative_costs({0: 0.02, 4: 0.025, 8: 0.04}, 6)`` -> [1, 1.06, 1.13, 1.19,
+    1.25, 1.44, 1.63]."""
+    try:
+        items = sorted((int(k), float(v)) for k, v in dict(curve).items())
+    except (TypeError, ValueError) as exc:
+        raise SpeculativeError(f"costs must map draft-node counts to seconds: {exc}") from exc
+    if not items or items[0][0] != 0 or any(v <= 0 or not np.isfinite(v) for _, v in items):
+        raise SpeculativeError("costs need a positive time for 0 draft nodes (a plain step) and positive times")
+    n = np.array([k for k, _ in items], np.float64)
+    t = np.array([v for _, v in items], np.float64) / items[0][1]
+    g = np.arange(max_gamma + 1, dtype=np.float64)
+    out = np.interp(g, n, t)
+    if len(n) > 1 and max_gamma > n[-1]:
+        slope = (t[-1] - t[-2]) / (n[-1] - n[-2])
+        past = g > n[-1]
+        out[past] = t[-1] + slope * (g[past] - n[-1])
+    return out
 
 
 SCHEDULES = {"fixed": Fixed, "heuristic": Heuristic, "specdecpp": SpecDecPP, "thompson": Thompson}

@@ -5,7 +5,7 @@ import pytest
 
 from workbench.errors import SpeculativeError
 from workbench.speculative.pearl import pearl_timeline
-from workbench.speculative.schedules import make_schedule
+from workbench.speculative.schedules import make_schedule, relative_costs
 from workbench.speculative.tree import DraftTree
 
 
@@ -40,6 +40,33 @@ def test_thompson_sampling_drafts_longer_when_acceptance_is_high():
     assert np.mean([hi.length() for _ in range(20)]) > np.mean([lo.length() for _ in range(20)]) + 3
     # a drafter that is never right: plain steps (length 0) win over drafting
     assert [lo.length() for _ in range(20)].count(0) >= 18
+
+
+def test_thompson_follows_the_verify_cost_curve():
+    # the interpolation: measured sizes exact, between them linear, past the last one its last slope
+    rel = relative_costs({0: 0.02, 4: 0.025, 8: 0.04}, 10)
+    assert rel[[0, 4, 8]] == pytest.approx([1.0, 1.25, 2.0])
+    assert rel[2] == pytest.approx(1.125) and rel[10] == pytest.approx(2.375)
+    # a flat curve up to 4 nodes and a cliff after it (an MKL CPU): a drafter right 3 times in 4 drafts 4 tokens,
+    # while the constant-overhead model drafts as long as it may
+    cliff = make_schedule("thompson", costs={0: 1.0, 4: 1.05, 5: 1.9, 16: 2.4}, seed=3)
+    const = make_schedule("thompson", costs=None, seed=3)      # 1 + verify_overhead for every length
+    for s in (cliff, const):
+        for _ in range(300):
+            s.update(4, 3)
+    assert {cliff.length() for _ in range(20)} == {4}
+    assert min(const.length() for _ in range(20)) >= 10
+    # "measured" (the default) binds to the runner's curve; before binding it falls back to the constant
+    m = make_schedule("thompson")
+    assert m.pass_costs()[1] == pytest.approx(1.3)
+
+    class Runner:            # a runner whose curve was already measured
+        _verify_costs = {0: 0.02, 1: 0.02, 2: 0.021, 16: 0.06}
+
+    m.bind(Runner())
+    assert m.pass_costs()[2] == pytest.approx(1.05)
+    with pytest.raises(SpeculativeError, match="plain step"):
+        relative_costs({1: 0.02, 4: 0.03}, 4)
 
 
 def test_schedule_bad_input():
