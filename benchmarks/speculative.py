@@ -6,8 +6,8 @@ Rows (``workbench.speculative.prompts``):
 * ``grounded``: 10 input-grounded tasks (rewrite / annotate / proofread a shipped code file or passage): the answer
   reuses the input. Target: our best configuration >= 2.0x plain greedy and faster than HF's prompt lookup;
 * ``open``: 6 open-ended prose prompts: nothing to copy. Target: never slower than plain greedy with an adaptive
-  schedule (``thompson``: Thompson sampling over the draft length, 0 = a plain step, when drafting does not pay;
-  the figure is reported whatever it is).
+  schedule (``thompson``: Thompson sampling over the draft length against the runner's measured verify-cost
+  curve, 0 = a plain step when drafting does not pay; the figure is reported whatever it is).
 
 Baselines, all with the same SDPA attention on the same model: ``plain`` = our cached greedy loop
 (`ModelRunner.greedy_cached`), ``hf_greedy`` = ``model.generate(do_sample=False)``, ``hf_prompt_lookup`` =
@@ -45,6 +45,7 @@ GROUNDED = [
     ("prompt_lookup+fixed10", {"drafter": "prompt_lookup", "schedule": "fixed", "schedule_params": {"gamma": 10}}),
     ("prompt_lookup+fixed4", {"drafter": "prompt_lookup", "schedule": "fixed", "schedule_params": {"gamma": 4}}),
     ("suffix", {"drafter": "suffix", "schedule": "fixed", "schedule_params": {"gamma": 16}}),
+    ("suffix+thompson", {"drafter": "suffix", "schedule": "thompson"}),
 ]
 OPEN = [
     ("prompt_lookup+heuristic", {"drafter": "prompt_lookup", "schedule": "heuristic"}),
@@ -224,7 +225,7 @@ def main() -> None:
     import torch
 
     from workbench.models import ModelRunner
-    from workbench.speculative.costs import verify_cost_curve
+    from workbench.speculative.costs import runner_verify_costs, verify_cost_curve
     from workbench.speculative.prompts import task_prompts
 
     n_new = args.new_tokens or (32 if args.quick else 96)
@@ -233,6 +234,7 @@ def main() -> None:
     if args.quick:
         grounded, open_ = grounded[:3], open_[:2]
     runner.greedy_cached(runner.encode("warm up"), 4)               # load, compile, warm caches
+    runner_verify_costs(runner)              # what the Thompson schedule reads: measured once per process
     sizes = [0, 1, 2, 4, 8, 16, 32, 64] if args.quick else [0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128]
     curve = verify_cost_curve(runner, sizes, repeats=3 if args.quick else 7)
     result = {

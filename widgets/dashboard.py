@@ -13,7 +13,9 @@ import panel as pn
 from widgets.kvcache_lab.lab import KVCacheLab
 from widgets.moe_lab.lab import MoERoutingLab
 from widgets.overview import Overview
+from widgets.speculative_lab.lab import SpeculativeLab
 from widgets.tokenizers_lab.lab import TokenizersLab
+from widgets.warmup import Job, WarmUp, process_warmup
 
 TABLE_CSS = """
 table.wb-table { border-collapse: collapse; font-size: 13px; margin: 4px 0 10px 0; }
@@ -27,56 +29,151 @@ TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
     ("Tokenizers", TokenizersLab),
     ("KV cache", KVCacheLab),
     ("MoE routing", MoERoutingLab),
+    ("Speculative decoding", SpeculativeLab),
 ]
 
 
-def warm_up() -> None:
-    """Do the slow one-time work before the first browser connects: load the model, compile kernels."""
-    from widgets.tokenizers_lab.lab import WARM, shared_tokenizer
-    from workbench.errors import WorkbenchError
+def _load_model() -> None:
     from workbench.models import shared_default_model
 
-    try:
-        shared_default_model()
-    except WorkbenchError as exc:  # the dashboard still serves; the Overview tab shows this message
-        print(f"[workbench] warning: {exc}")
+    shared_default_model()
+
+
+def _warm_tokenizers() -> None:
+    from widgets.tokenizers_lab.lab import WARM, shared_tokenizer
+
     for name in WARM:  # loads the vocabularies and compiles (or loads from cache) the tokenizer kernels
-        try:
-            shared_tokenizer(name).encode("warm up 123")
-        except WorkbenchError as exc:
-            print(f"[workbench] warning: {exc}")
-    try:  # the KV-cache lab's default capture (shared by every session) and its replay kernels
-        from widgets.kvcache_lab.lab import QUALITY_POLICIES, default_trace
-        from widgets.kvcache_lab.retention import middle_layer
-        from workbench.kvcache import replay
-
-        trace = default_trace()
-        for policy in QUALITY_POLICIES:
-            replay(trace, policy, 64, layers=[middle_layer(trace)])
-    except WorkbenchError as exc:
-        print(f"[workbench] warning: {exc}")
-    from workbench.routing import warmup as routing_warmup
-
-    routing_warmup()  # compiles (or loads from numba's cache) every router kernel
-    try:  # the MoE routing lab's default trace: the tiny MoE model over the shipped excerpts (shared by every session)
-        from widgets.moe_lab.lab import default_trace as moe_default_trace
-
-        moe_default_trace()
-    except WorkbenchError as exc:
-        print(f"[workbench] warning: {exc}")
+        shared_tokenizer(name).encode("warm up 123")
 
 
-def create_app() -> pn.viewable.Viewable:
-    """The whole dashboard as a Panel layout (a header and one tab per lab)."""
+def _warm_kvcache() -> None:
+    """The KV-cache lab's default capture (shared by every session) and its replay kernels."""
+    from widgets.kvcache_lab.lab import QUALITY_POLICIES, default_trace
+    from widgets.kvcache_lab.retention import middle_layer
+    from workbench.kvcache import replay
+
+    trace = default_trace()
+    for policy in QUALITY_POLICIES:
+        replay(trace, policy, 64, layers=[middle_layer(trace)])
+
+
+def _warm_routing() -> None:
+    """Every router kernel, and the MoE lab's default trace (the tiny MoE model over the shipped excerpts)."""
+    from widgets.moe_lab.lab import default_trace
+    from workbench.routing import warmup
+
+    warmup()
+    default_trace()
+
+
+def _warm_speculative() -> None:
+    """The lab's kernels, and the model's verify-cost curve (what the Thompson schedule and the speedup view read)."""
+    from workbench.models import default_runner
+    from workbench.speculative import warm_up as speculative_warm_up
+    from workbench.speculative.costs import runner_verify_costs
+
+    speculative_warm_up()
+    runner_verify_costs(default_runner())
+
+
+#: The one-time work of the labs, in the order it runs when no tab asks for its own first.
+JOBS: list[tuple[str, str, Callable[[], None]]] = [
+    ("model", "loading SmolLM2-135M-Instruct (from the converted-weights cache)", _load_model),
+    ("tokenizers", "loading the GPT-2 and SmolLM2 vocabularies, compiling the tokenizer kernels", _warm_tokenizers),
+    ("kvcache", "capturing the default KV trace on SmolLM2, compiling the replay kernels", _warm_kvcache),
+    ("routing", "compiling the router kernels, capturing the tiny MoE model's default trace", _warm_routing),
+    ("speculative", "compiling the speculative-decoding kernels, measuring the verify-cost curve", _warm_speculative),
+]
+
+#: Which jobs each tab waits for before it is built.
+NEEDS: dict[str, list[str]] = {
+    "Overview": ["model"],
+    "Tokenizers": ["tokenizers"],
+    "KV cache": ["model", "kvcache"],
+    "MoE routing": ["routing"],
+    "Speculative decoding": ["model", "speculative"],
+}
+
+
+def make_warmup() -> WarmUp:
+    """A fresh `WarmUp` over `JOBS` and `NEEDS`."""
+    return WarmUp([Job(key, label, fn) for key, label, fn in JOBS], NEEDS)
+
+
+def shared_warmup() -> WarmUp:
+    """The process's warm-up, shared by every dashboard session (`workbench serve` starts it). Kept in
+    `widgets.warmup`, not here: ``panel serve widgets/dashboard.py`` runs this file anew for every session."""
+    return process_warmup(make_warmup)
+
+
+def warm_up(report=None) -> list[Job]:
+    """Do all the slow one-time work now, in this thread (``workbench prepare``); ``report(job, done, total)``
+    after each job. A job that fails (e.g. the model is not installed) is reported, and the rest still run."""
+    return shared_warmup().run_all(report)
+
+
+class _WaitingTab(pn.viewable.Viewer):
+    """A tab that shows what it waits for, with progress, and becomes the lab once its warm-up jobs are done."""
+
+    def __init__(self, title: str, factory: Callable[[], pn.viewable.Viewable], warmup: WarmUp, poll_ms: int = 250):
+        super().__init__()
+        self.title, self.factory, self.warmup = title, factory, warmup
+        self._status = pn.pane.Markdown("", margin=(0, 10))
+        self._bar = pn.indicators.Progress(value=0, max=100, width=320, bar_color="primary")
+        self._layout = pn.Column(pn.Column(self._status, self._bar, css_classes=["wb-waiting"]),
+                                 sizing_mode="stretch_width")
+        self._callback = None
+        self.live = False
+        if not self.poll():
+            self._callback = pn.state.add_periodic_callback(self.poll, period=poll_ms)
+
+    def poll(self) -> bool:
+        """Show the progress; build the lab once ready. Returns True when live."""
+        if self.live:
+            return True
+        if not self.warmup.ready(self.title):
+            done, total, lines = self.warmup.describe(self.title)
+            self._bar.value = int(100 * done / max(total, 1))
+            self._status.object = (f"**{self.title}** is getting ready ({done} of {total} done):\n\n"
+                                   + "\n".join(f"- {line}" for line in lines))
+            return False
+        self.live = True
+        if self._callback is not None:
+            self._callback.stop()
+        self._layout[:] = [self.factory()]
+        return True
+
+    def __panel__(self):
+        return self._layout
+
+
+def create_app(background: bool | None = None) -> pn.viewable.Viewable:
+    """The whole dashboard as a Panel layout (a header and one tab per lab).
+
+    ``background``: build each tab once its warm-up jobs have run on the shared background thread, showing
+    progress until then (the default when served: ``workbench serve`` answers at once); ``False`` builds every tab
+    now (the default in a notebook)."""
     # inline: in a notebook, BokehJS and Panel's JavaScript come from this installation, not a CDN (a served
     # dashboard is unaffected: the Bokeh server serves them itself)
     pn.extension(raw_css=[TABLE_CSS], inline=True)
+    if background is None:
+        background = bool(pn.state.served)
     header = pn.pane.Markdown(
         "# Token Workbench\nTokenizers, MoE routing, speculative decoding and KV caches, computed live on real "
         "data and a real model (SmolLM2-135M-Instruct).",
         margin=(0, 10),
     )
-    tabs = pn.Tabs(*[(title, factory()) for title, factory in TABS], dynamic=True, sizing_mode="stretch_width")
+    if not background:
+        tabs = pn.Tabs(*[(title, factory()) for title, factory in TABS], dynamic=True, sizing_mode="stretch_width")
+        return pn.Column(header, tabs, sizing_mode="stretch_width")
+    warmup = shared_warmup()
+    titles = [title for title, _ in TABS]
+    warmup.prioritize(titles[0])   # the tab that opens first
+    warmup.start()
+    tabs = pn.Tabs(*[(title, _WaitingTab(title, factory, warmup)) for title, factory in TABS],
+                   dynamic=True, sizing_mode="stretch_width")
+    # the tab the user opens gets its work first
+    tabs.param.watch(lambda e: warmup.prioritize(titles[e.new]), "active")
     return pn.Column(header, tabs, sizing_mode="stretch_width")
 
 

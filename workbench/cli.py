@@ -2,7 +2,7 @@
 
     workbench serve [--port 5006] [--address localhost] [--show]   the dashboard
     workbench info [--json]                                         versions, threading, CUDA, model, cache
-    workbench prepare                                               convert and cache the default model now
+    workbench prepare                                               model cache and compiled kernels, now
     workbench bpe train CORPUS... --vocab-size N / bpe encode FILE  byte-level BPE (see cli_bpe.py)
     workbench kv capture FILE -o T / kv replay T / kv eval FILE       KV-cache policies (see cli_kv.py)
     workbench moe train [--variant all] [--steps N] / moe info        the tiny MoE model (see cli_moe.py)
@@ -36,19 +36,33 @@ def _check_port_free(address: str, port: int) -> None:
             ) from exc
 
 
+def _status_handler(warmup):
+    """A tornado handler for ``/warmup.json``: the background warm-up's state (`WarmUp.snapshot`)."""
+    from tornado.web import RequestHandler
+
+    class WarmUpStatus(RequestHandler):
+        def get(self):
+            self.set_header("Content-Type", "application/json")
+            self.write(json.dumps(warmup.snapshot()))
+
+    return WarmUpStatus
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     _check_port_free(args.address, args.port)
     import panel as pn
 
-    from widgets.dashboard import create_app, warm_up
+    from widgets.dashboard import create_app, shared_warmup
 
-    print("[workbench] loading the default model and corpora ...", file=sys.stderr, flush=True)
-    warm_up()
+    # the slow one-time work (model, kernels, default traces) runs in the background: the server answers at once,
+    # each tab shows what it waits for and goes live when its part is ready (the tab opened first goes first)
+    warmup = shared_warmup().start()
     origins = {f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}", *args.allow_origin}
     url = f"http://{args.address}:{args.port}{args.prefix.rstrip('/')}/"
-    print(f"[workbench] Token Workbench dashboard at {url}  (Ctrl+C stops it)", file=sys.stderr, flush=True)
+    print(f"[workbench] Token Workbench dashboard at {url}  (Ctrl+C stops it); the labs warm up in the background "
+          f"(state at {url}warmup.json)", file=sys.stderr, flush=True)
     pn.serve(
-        {"/": create_app},
+        {"/": lambda: create_app(background=True)},
         port=args.port,
         address=args.address,
         show=args.show,
@@ -56,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         websocket_origin=sorted(origins),
         prefix=args.prefix,
         print=False,
+        extra_patterns=[(r"/warmup.json", _status_handler(warmup))],
     )
     return 0
 
@@ -86,15 +101,26 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    """Convert and cache the default model, then compile (or load from Numba's cache) every kernel the labs use, by
+    running each lab's start-up work once (the dashboard's warm-up jobs; the default traces themselves are kept per
+    process, a second or two each): what ``workbench serve`` otherwise does in the background on a first start."""
     import time
 
-    from workbench.models import converted_cache_path, load_default_model
+    from widgets.dashboard import warm_up
+    from workbench.models import converted_cache_path
 
     start = time.perf_counter()
-    model, tokenizer = load_default_model()
-    print(f"default model ready in {time.perf_counter() - start:.1f} s: {model.config.num_hidden_layers} layers, "
-          f"vocabulary {len(tokenizer)}; cached at {converted_cache_path()}")
-    return 0
+
+    def report(job, done, total):
+        mark = "ok" if job.state == "done" else f"FAILED ({job.error})"
+        print(f"[{done}/{total}] {job.label}: {mark}, {job.seconds:.1f} s", flush=True)
+
+    jobs = warm_up(report)
+    failed = [j for j in jobs if j.state == "failed"]
+    print(f"prepared in {time.perf_counter() - start:.1f} s; model cache at {converted_cache_path()}; Numba's "
+          f"compiled kernels cached beside their modules (__pycache__)" + (f"; {len(failed)} step(s) failed" if failed
+                                                                            else ""))
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.set_defaults(func=cmd_info)
 
-    prepare = sub.add_parser("prepare", help="convert and cache the default model now (one time, ~20 s)")
+    prepare = sub.add_parser("prepare",
+                             help="convert and cache the default model and compile every Numba kernel (one time)")
     prepare.set_defaults(func=cmd_prepare)
 
     from workbench.cli_bpe import add_parser as add_bpe

@@ -1,6 +1,7 @@
 """The served dashboard in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser)."""
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -206,5 +207,48 @@ def test_moe_routing_tab_follows_the_capacity_factor_and_the_router(moe_trace, w
             page = browser.new_page()
             page.goto(workbench_server, timeout=120_000)
             check_moe_tab(page, moe_trace)
+        finally:
+            browser.close()
+
+
+# the (state, token) columns of every drawn tree in the page's Bokeh document
+TREE_DATA_JS = """() => {
+  const out = [];
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      const d = m.data;
+      if (d && d.state !== undefined && d.label !== undefined) {
+        out.push(JSON.stringify([Array.from(d.state), Array.from(d.token)]));
+      }
+    }
+  }
+  return out.sort();
+}"""
+
+
+def test_speculative_tab_draws_the_first_step_and_the_slider_moves_the_path(workbench_server, chromium_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(workbench_server, timeout=120_000)
+            page.get_by_text("Speculative decoding", exact=True).first.click()
+            summary = page.locator(".wb-spec-summary").filter(has_text="step 1 of").first
+            expect(summary).to_be_visible(timeout=120_000)          # the default decode landed, step 1 drawn
+            assert page.locator(".wb-spec-run").first.inner_text().count("tokens in") == 1
+            assert page.locator("canvas").first.is_visible()           # the tree is drawn
+            drawn = page.evaluate(TREE_DATA_JS)
+            assert any("accepted" in d or "rejected" in d for d in drawn)
+            handle = page.locator(".wb-spec-step .noUi-handle").first
+            handle.focus()
+            handle.press("ArrowRight")                                 # step 2
+            moved = page.locator(".wb-spec-summary").filter(has_text="step 2 of").first
+            expect(moved).to_be_visible(timeout=30_000)
+            page.wait_for_function(f"() => ({TREE_DATA_JS})().join() !== {json.dumps(','.join(drawn))}",
+                                   timeout=30_000)                     # the drawn tree and its path changed
+            page.get_by_text("Builders side by side", exact=True).first.click()
+            expect(page.locator(".wb-spec-compare").first).to_contain_text("Budget", timeout=30_000)
         finally:
             browser.close()

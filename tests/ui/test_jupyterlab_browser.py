@@ -138,6 +138,9 @@ NOTEBOOKS = {
     # numeric input inside a view does not commit it (the value goes to the kernel when the input loses focus)
     "02_moe_routing.ipynb": Interaction("load = ExpertLoad(", ".wb-moe-cf input", "0.5", "0.75", "Tab",
                                         ".wb-moe-capacity"),
+    # BuilderCompare's budget box (beside its slider): both trees are re-planned for 32 draft nodes
+    "03_speculative_decoding.ipynb": Interaction("BuilderCompare(acceptance=", ".wb-spec-budget input", "32", "24",
+                                                 "Tab", ".wb-spec-compare", "Budget 32"),
     # RetentionMap's budget: the policy is replayed with 16 tokens per KV head
     "04_kv_cache.ipynb": Interaction("RetentionMap(trace=trace", ".wb-kv-budget input", "16", "32", "Tab",
                                      ".wb-kv-summary", "budget 16"),

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -190,10 +191,13 @@ def load_default_model(*, attn_implementation: str = "eager", dtype: Any = None)
 
 
 _SHARED: dict[str, tuple[Any, Any]] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def shared_default_model() -> tuple[Any, Any]:
-    """One default model per process, shared by widgets and notebooks (loading it again would cost ~2 s)."""
-    if "default" not in _SHARED:
-        _SHARED["default"] = load_default_model()
-    return _SHARED["default"]
+    """One default model per process, shared by widgets and notebooks (loading it again would cost ~2 s). Thread-safe:
+    a second caller waits for the first load (the dashboard loads it in the background while sessions start)."""
+    with _SHARED_LOCK:
+        if "default" not in _SHARED:
+            _SHARED["default"] = load_default_model()
+        return _SHARED["default"]

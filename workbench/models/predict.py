@@ -60,8 +60,12 @@ def next_token_topk(model: Any, tokenizer: Any, text: str, *, k: int = 10) -> To
         raise ConfigurationError(f"text must be a str, got {type(text).__name__}.")
     if not 1 <= k <= model.config.vocab_size:
         raise ConfigurationError(f"k must be between 1 and the vocabulary size ({model.config.vocab_size}), got {k}.")
+    from workbench.models.runner import MODEL_LOCK
+
     ids = _context_ids(tokenizer, text)
-    with torch.inference_mode():
+    # the lock: a decoding runner or a KV capture in another thread (the dashboard's background warm-up, a lab's
+    # decode) switches the model's attention implementation for the duration of its pass
+    with MODEL_LOCK, torch.inference_mode():
         logits = model(torch.tensor([ids]), use_cache=False).logits[0, -1].float()
     logp = torch.log_softmax(logits, dim=-1)
     probs = logp.exp()

@@ -383,8 +383,12 @@ class ModelRunner:
         return out[0].cpu().numpy().astype(np.int64)
 
 
+_RUNNER_LOCK = threading.Lock()
+
+
 def default_runner() -> ModelRunner:
-    """One shared decoding runner over the shared default model."""
-    if not hasattr(default_runner, "_runner"):
-        default_runner._runner = ModelRunner()
-    return default_runner._runner
+    """One shared decoding runner over the shared default model (thread-safe)."""
+    with _RUNNER_LOCK:
+        if not hasattr(default_runner, "_runner"):
+            default_runner._runner = ModelRunner()
+        return default_runner._runner

@@ -20,6 +20,25 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
+def warm_up() -> None:
+    """Compile (or load from Numba's cache) every kernel of the lab on tiny inputs: the tree functions, the
+    drafters' kernels, Sequoia's DP and the verifiers (``workbench prepare`` and the dashboard call this)."""
+    import numpy as np
+
+    from workbench.speculative import sequoia, tree, verify
+    from workbench.speculative.drafters import kernels
+
+    parents = np.array([-1, 0, 0, 1], np.int32)
+    tree.tree_depths(parents)
+    tree.tree_attention_mask(parents)
+    tree.tree_position_ids(parents, 3)
+    tree.tree_leaf_paths(parents)
+    tree.tree_children(parents)
+    kernels.warm_up()
+    sequoia.warmup()
+    verify.warmup()
+
+
 def __getattr__(name):
     if name in _WHERE:
         return getattr(importlib.import_module(f"workbench.speculative.{_WHERE[name]}"), name)

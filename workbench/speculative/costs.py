@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 
 import numpy as np
@@ -50,6 +51,7 @@ def verify_cost_curve(runner=None, sizes=(0, 1, 2, 4, 8, 16, 32, 64), *, context
     return out
 
 
+_COSTS_LOCK = threading.Lock()
 #: node counts of the curve a cost-aware schedule measures (`runner_verify_costs`)
 SCHEDULE_SIZES = (0, 1, 2, 3, 4, 6, 8, 12, 16)
 
@@ -57,8 +59,60 @@ SCHEDULE_SIZES = (0, 1, 2, 3, 4, 6, 8, 12, 16)
 def runner_verify_costs(runner) -> dict[int, float]:
     """The verify-cost curve of ``runner`` at `SCHEDULE_SIZES` (about 1-2 s on a CPU), measured once per runner and
     kept on it; what `schedules.Thompson` reads with ``costs="measured"``."""
-    cached = getattr(runner, "_verify_costs", None)
-    if cached is None:
-        cached = verify_cost_curve(runner, SCHEDULE_SIZES, context_tokens=256, repeats=3)
-        runner._verify_costs = cached
-    return dict(cached)
+    with _COSTS_LOCK:
+        cached = getattr(runner, "_verify_costs", None)
+        if cached is None:
+            cached = verify_cost_curve(runner, SCHEDULE_SIZES, context_tokens=256, repeats=3)
+            runner._verify_costs = cached
+        return dict(cached)
+
+
+def expected_speedups(curve, alpha: float, gammas, draft_seconds_per_token: float = 0.0) -> np.ndarray:
+    """Expected speedup over plain decoding of a chain draft of each length in ``gammas`` with per-token acceptance
+    ``alpha``: tokens per step ``(1 - alpha^(g+1)) / (1 - alpha)`` over the step's cost relative to a plain step
+    (the verify-cost ``curve`` {draft nodes: seconds}, interpolated, plus ``g`` draft tokens). float [len(gammas)].
+    Example: a flat curve and alpha 0.8 give 3.36 at g = 4."""
+    from workbench.speculative.run import expected_chain_length
+    from workbench.speculative.schedules import relative_costs
+
+    gammas = np.asarray(list(gammas), np.int64)
+    if gammas.size == 0 or (gammas < 0).any():
+        raise SpeculativeError("gammas must be non-negative draft lengths")
+    if not 0 <= alpha <= 1:
+        raise SpeculativeError(f"alpha must be in [0, 1], got {alpha}")
+    rel = relative_costs(curve, int(gammas.max()))
+    plain = dict(curve)[0] if 0 in dict(curve) else min(dict(curve).values())
+    extra = draft_seconds_per_token / plain
+    return np.array([expected_chain_length(alpha, g) / (rel[g] + g * extra) for g in gammas])
+
+
+def measured_speedups(prompt, gammas, *, drafter: str = "prompt_lookup", max_new_tokens: int = 48, runner=None,
+                      chat: bool = False) -> dict:
+    """Measured speedup of fixed-length chain drafts over plain greedy decoding on ``prompt``, one decode per length
+    in ``gammas`` (identical outputs): ``{"gammas", "speedup", "tokens_per_s", "plain_tokens_per_s", "alpha"}``,
+    ``alpha`` the per-token acceptance pooled over the runs (for `expected_speedups`): the geometric model's
+    maximum-likelihood estimate, accepted tokens / (accepted tokens + rejections)."""
+    from workbench.speculative.decode import generate, prompt_ids_for
+
+    if runner is None:
+        from workbench.models import default_runner
+
+        runner = default_runner()
+    ids = prompt_ids_for(runner, prompt, chat)
+    gammas = [int(g) for g in gammas]
+    if not gammas or min(gammas) < 1:
+        raise SpeculativeError("gammas must be positive draft lengths")
+    runner.greedy_cached(ids, 2)                                   # warm this context length up
+    t = time.perf_counter()
+    plain = runner.greedy_cached(ids, max_new_tokens, eos=True)
+    plain_tps = (len(plain) - len(ids)) / (time.perf_counter() - t)
+    tps, acc, rejected = [], 0, 0
+    for g in gammas:
+        run = generate(ids, drafter=drafter, schedule="fixed", schedule_params={"gamma": g},
+                       max_new_tokens=max_new_tokens, runner=runner)
+        s = run.summary()
+        tps.append(s["new_tokens"] / run.seconds)
+        acc += s["accepted"]
+        rejected += sum(1 for st in run.steps if st.tree.size and st.n_accepted < st.tree.max_depth)
+    return {"gammas": gammas, "tokens_per_s": tps, "plain_tokens_per_s": plain_tps,
+            "speedup": [x / plain_tps for x in tps], "alpha": acc / (acc + rejected) if acc + rejected else 0.0}
