@@ -58,8 +58,9 @@ def test_binder_environment_serves_the_dashboard_through_the_launcher(root, tmp_
 
     port, token = free_port(), secrets.token_hex(16)
     log = (tmp_path / "lab.log").open("w")
-    lab = subprocess.Popen([str(venv / "bin" / "jupyter"), "lab", "--no-browser", "--ip", "127.0.0.1", "--port",
-                            str(port), f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
+    # --allow-root: repo2docker runs JupyterLab as a user; this test may run as root
+    lab = subprocess.Popen([str(venv / "bin" / "jupyter"), "lab", "--no-browser", "--allow-root", "--ip", "127.0.0.1",
+                            "--port", str(port), f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
                            env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
