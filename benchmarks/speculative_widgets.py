@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(action, values, repeats: int = 3) -> float:
+    """`tokenizer_widgets.timed` (median ms of repeated changes) after one warm-up call."""
+    from tokenizer_widgets import timed as median_ms
+
     action(values[0])
-    samples = []
-    for _ in range(repeats):
-        for v in values:
-            t = time.perf_counter()
-            action(v)
-            samples.append(time.perf_counter() - t)
-    return statistics.median(samples) * 1000
+    return median_ms(action, values, repeats)
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import panel as pn
@@ -68,3 +70,32 @@ class WorkbenchView(pn.viewable.Viewer):
         """This view as one self-contained, offline HTML file of its current state; see :func:`save_view`."""
         return save_view(self, filename, title=title, embed=embed, max_states=max_states, max_opts=max_opts,
                          overwrite=overwrite)
+
+
+def run_then_apply(work: Callable[[], dict], apply: Callable[[dict], None], *, blocking: bool) -> dict | None:
+    """Run ``work()`` (slow, no Bokeh models touched; returns a result dict), then ``apply(result)`` where it may
+    change the view: directly when ``blocking`` or headless, else ``work`` runs in a thread and ``apply`` on the
+    served session's next tick (a background thread must not touch a served document without its lock).
+    Returns the result when blocking, else None."""
+    doc = pn.state.curdoc
+    served = doc is not None and getattr(doc, "session_context", None) is not None
+
+    def done(result: dict) -> None:
+        if blocking or not served:
+            apply(result)
+            return
+
+        def tick() -> None:
+            from panel.io.state import set_curdoc
+
+            with set_curdoc(doc):
+                apply(result)
+
+        doc.add_next_tick_callback(tick)
+
+    if blocking:
+        result = work()
+        done(result)
+        return result
+    threading.Thread(target=lambda: done(work()), daemon=True).start()
+    return None

@@ -14,15 +14,13 @@ the run's measured acceptance vector (`BuilderCompare`) and expected vs measured
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import panel as pn
 import param
 
-from widgets.base import WorkbenchView
-from widgets.kvcache_lab.lab import _in_session
+from widgets.base import WorkbenchView, run_then_apply
 from widgets.speculative_lab.builders import DEFAULT_ACCEPTANCE, BuilderCompare
 from widgets.speculative_lab.speedup import SpeedupCurve
 from widgets.speculative_lab.strip import AcceptanceStrip
@@ -162,39 +160,31 @@ class SpeculativeLab(WorkbenchView):
         """Run `generate` with the controls' settings and show the run (``blocking=False``: in a thread, the
         button's way). Returns the run when blocking; bad settings leave the last run and say why."""
         prompt, kw = self.prompt, self._kwargs()
-        doc = pn.state.curdoc
-        result: dict = {}
 
         def progress(done: int, total: int) -> None:
             self._progress.value = int(100 * done / max(total, 1))
 
-        def work() -> None:
+        def work() -> dict:
             from workbench.speculative import generate
 
-            self._busy(True)
-            self._progress.value = 0
-            self.status = f"decoding {kw['max_new_tokens']} tokens with {kw['drafter']} …"
             t0 = time.perf_counter()
             try:
-                result["run"] = generate(prompt, progress=progress, **kw)
+                return {"run": generate(prompt, progress=progress, **kw), "seconds": time.perf_counter() - t0}
             except WorkbenchError as exc:
-                result["error"] = str(exc)
-            seconds = time.perf_counter() - t0
+                return {"error": str(exc)}
 
-            def apply() -> None:
-                self._busy(False)
-                if "error" in result:
-                    self.status = error_html(result["error"])
-                    return
-                self._show(result["run"], seconds)
+        def apply(result: dict) -> None:
+            self._busy(False)
+            if "error" in result:
+                self.status = error_html(result["error"])
+                return
+            self._show(result["run"], result["seconds"])
 
-            _in_session(doc, apply, blocking)
-
-        if blocking:
-            work()
-            return result.get("run")
-        threading.Thread(target=work, daemon=True).start()
-        return None
+        self._busy(True)
+        self._progress.value = 0
+        self.status = f"decoding {kw['max_new_tokens']} tokens with {kw['drafter']} …"
+        result = run_then_apply(work, apply, blocking=blocking)
+        return result.get("run") if result else None
 
     def _show(self, run, seconds: float) -> None:
         from workbench.models import default_runner
@@ -226,37 +216,30 @@ class SpeculativeLab(WorkbenchView):
         """Decode the prompt at each fixed draft length with the current drafter and plot the measured speedups
         next to the expectation."""
         prompt, drafter, n = self.prompt, self.drafter, self.max_new_tokens
-        doc = pn.state.curdoc
-        result: dict = {}
 
-        def work() -> None:
+        def work() -> dict:
             from workbench.speculative.costs import measured_speedups
 
-            self._busy(True)
-            self.status = f"measuring {len(gammas)} draft lengths with {drafter} …"
             try:
                 if drafter == "early_exit":
                     raise SpeculativeError("measure the speedup curve with a model-free drafter")
-                result["m"] = measured_speedups(prompt, gammas, drafter=drafter, max_new_tokens=n, chat=True)
+                return {"m": measured_speedups(prompt, gammas, drafter=drafter, max_new_tokens=n, chat=True)}
             except WorkbenchError as exc:
-                result["error"] = str(exc)
+                return {"error": str(exc)}
 
-            def apply() -> None:
-                self._busy(False)
-                if "error" in result:
-                    self.status = error_html(result["error"])
-                    return
-                m = result["m"]
-                self.speedup.measured = m
-                self.speedup.alpha = float(min(0.99, m["alpha"]))
-                best = int(np.argmax(m["speedup"]))
-                self.status = (f'<div class="wb-spec-summary">measured: best {m["speedup"][best]:.2f}x at draft '
-                               f'length {m["gammas"][best]}</div>')
+        def apply(result: dict) -> None:
+            self._busy(False)
+            if "error" in result:
+                self.status = error_html(result["error"])
+                return
+            m = result["m"]
+            self.speedup.measured = m
+            self.speedup.alpha = float(min(0.99, m["alpha"]))
+            best = int(np.argmax(m["speedup"]))
+            self.status = (f'<div class="wb-spec-summary">measured: best {m["speedup"][best]:.2f}x at draft '
+                           f'length {m["gammas"][best]}</div>')
 
-            _in_session(doc, apply, blocking)
-
-        if blocking:
-            work()
-            return result.get("m")
-        threading.Thread(target=work, daemon=True).start()
-        return None
+        self._busy(True)
+        self.status = f"measuring {len(gammas)} draft lengths with {drafter} …"
+        result = run_then_apply(work, apply, blocking=blocking)
+        return result.get("m") if result else None
