@@ -141,9 +141,8 @@ class SpeculativeLab(WorkbenchView):
             kw["verifier"] = "sequoia"
         if self.schedule == "fixed":
             kw["schedule_params"] = {"gamma": self.budget}
-        elif self.schedule in ("heuristic", "thompson", "specdecpp"):
-            key = {"heuristic": "max_gamma", "thompson": "max_gamma", "specdecpp": "max_gamma"}[self.schedule]
-            kw["schedule_params"] = {key: self.budget}
+        else:                       # heuristic, thompson, specdecpp: the budget caps the draft length
+            kw["schedule_params"] = {"max_gamma": self.budget}
         if self.builder != "native":
             kw["builder"] = self.builder
             kw["builder_params"] = builder_params(self.builder, self.depth, acc)
