@@ -84,10 +84,13 @@ class BuilderCompare(WorkbenchView):
                 widget.value = value
         try:
             acc = np.asarray(self.acceptance, np.float64)
-            self.shapes = compare_builders(acc, self.budget, (self.left, self.right))
+            # every builder once per change: the two drawn and the table share the plans
+            all_rows = compare_builders(acc, self.budget, SHAPE_BUILDERS)
         except WorkbenchError as exc:
             self._summary.object = error_html(str(exc))
             return
+        by_name = {r.name: r for r in all_rows}
+        self.shapes = [by_name[self.left], by_name[self.right]]
         for (ns, es), fig, shape in zip(self.sources, self._figs, self.shapes):
             layout, labels = shape_layout(shape, acc)
             nodes, edges = tree_data(layout, labels)
@@ -100,7 +103,6 @@ class BuilderCompare(WorkbenchView):
             f'{a.expected:.3f} tokens per verification, <b>{b.name}</b> {b.expected:.3f} '
             f'({a.expected / b.expected:.3f}x). Node labels are candidate ranks (#1 = the drafter\'s best); green: '
             f'the all-#1 path; size: the rank\'s acceptance p = [{", ".join(f"{v:.2f}" for v in acc[:8])}].</div>')
-        all_rows = compare_builders(acc, self.budget, SHAPE_BUILDERS)
         cells = "".join(f"<tr><td>{r.name}</td><td>{r.size}</td><td>{r.depth}</td><td>{r.expected:.3f}</td></tr>"
                         for r in sorted(all_rows, key=lambda r: -r.expected))
         self._table.object = ('<table class="wb-table wb-spec-builders"><tr><th>builder</th><th>nodes</th>'

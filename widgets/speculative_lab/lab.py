@@ -155,6 +155,14 @@ class SpeculativeLab(WorkbenchView):
         self._button.disabled = on
         self._measure.disabled = on
 
+    def _finish(self, result: dict, show) -> None:
+        """End of a background job: controls back, then its error in the status line or ``show(result)``."""
+        self._busy(False)
+        if "error" in result:
+            self.status = error_html(result["error"])
+        else:
+            show(result)
+
     def decode(self, *, blocking: bool = True):
         """Run `generate` with the controls' settings and show the run (``blocking=False``: in a thread, the
         button's way). Returns the run when blocking; bad settings leave the last run and say why."""
@@ -173,11 +181,7 @@ class SpeculativeLab(WorkbenchView):
                 return {"error": str(exc)}
 
         def apply(result: dict) -> None:
-            self._busy(False)
-            if "error" in result:
-                self.status = error_html(result["error"])
-                return
-            self._show(result["run"], result["seconds"])
+            self._finish(result, lambda r: self._show(r["run"], r["seconds"]))
 
         self._busy(True)
         self._progress.value = 0
@@ -226,11 +230,7 @@ class SpeculativeLab(WorkbenchView):
             except WorkbenchError as exc:
                 return {"error": str(exc)}
 
-        def apply(result: dict) -> None:
-            self._busy(False)
-            if "error" in result:
-                self.status = error_html(result["error"])
-                return
+        def show(result: dict) -> None:
             m = result["m"]
             self.speedup.measured = m
             self.speedup.alpha = float(min(0.99, m["alpha"]))
@@ -240,5 +240,5 @@ class SpeculativeLab(WorkbenchView):
 
         self._busy(True)
         self.status = f"measuring {len(gammas)} draft lengths with {drafter} …"
-        result = run_then_apply(work, apply, blocking=blocking)
+        result = run_then_apply(work, lambda r: self._finish(r, show), blocking=blocking)
         return result.get("m") if result else None

@@ -81,8 +81,7 @@ def _builder(name: str, acc: np.ndarray, budget: int, depth: int):
     elif name == "dyspec":
         params = {"topk": max(1, min(width, 8)), "max_depth": depth}
     elif name == "kary":
-        # the widest k whose full tree of `depth` levels still reaches the budget's depth: k = 2 when it fits
-        params = {"k": 2 if budget >= 2 else 1, "depth": depth}
+        params = {"k": 2 if budget >= 2 else 1, "depth": depth}    # a binary tree, cut to the budget breadth-first
     elif name == "chain":
         params = {"gamma": min(budget, depth)}
     else:
