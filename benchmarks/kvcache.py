@@ -72,7 +72,10 @@ def bench_trace(n_tokens: int, steps: int):
     folder = cache_dir() / "kvcache_bench"
     path = folder / f"smollm2_prose_en_{n_tokens}tok_{steps}steps.safetensors"
     if path.is_file():
-        return KVTrace.load(path), None
+        trace = KVTrace.load(path)
+        if trace.attn_heads is not None:
+            return trace, None
+        path.unlink()  # saved before traces carried attn_heads (the layer-wide TOVA needs them): capture again
     folder.mkdir(parents=True, exist_ok=True)
     runner = default_runner()
     text = _text_with_tokens(runner, load_corpus("prose_en").paths[0].read_text(encoding="utf-8"), n_tokens)
@@ -117,7 +120,7 @@ def _score_helpers(trace, name: str, budget: int):
             if name == "h2o":
                 SC.h2o_scores(trace, li)
             elif name == "tova":
-                SC.tova_scores(trace, li)
+                SC.tova_layer_scores(trace, li)
             else:
                 SC.fasa_dominant_chunks(trace, li, int(prm["chunks"]), int(prm["calibration"]))
 

@@ -37,7 +37,8 @@ def tiled(trace, times: int):
     return replace(trace, layers=np.arange(trace.n_layers * times), keys=tile(trace.keys),
                    values=tile(trace.values), queries=tile(trace.queries), attn=tile(trace.attn),
                    prefill_colsum=tile(trace.prefill_colsum), obs_attn=tile(trace.obs_attn),
-                   obs_votes_heads=tile(trace.obs_votes_heads), _cache={})
+                   obs_votes_heads=tile(trace.obs_votes_heads),
+                   attn_heads=None if trace.attn_heads is None else tile(trace.attn_heads), _cache={})
 
 
 def main() -> None:

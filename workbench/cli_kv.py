@@ -1,6 +1,6 @@
 """``workbench kv capture | replay | eval``: KV-cache studies from the shell.
 
-    workbench kv capture FILE -o trace.safetensors [--decode-steps 64] [--layers 0,15,29] [--gqa mean|max]
+    workbench kv capture FILE -o trace.safetensors [--decode-steps 64] [--layers 0,15,29] [--gqa mean|max] [--attn-dtype float16|float32]
     workbench kv replay TRACE [--policy h2o --policy snapkv ...] [--budget 64 --budget 0.25 ...] [--json]
     workbench kv eval FILE [--policy ...] [--budget ...] [--decode-steps 64] [--json]
 
@@ -57,7 +57,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
         raise WorkbenchError(f"{str(out)!r} exists; choose another -o path or delete it first.")
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     start = time.perf_counter()
-    trace = capture(_read_text(args.file), decode_steps=args.decode_steps, layers=layers, gqa=args.gqa)
+    trace = capture(_read_text(args.file), decode_steps=args.decode_steps, layers=layers, gqa=args.gqa,
+                    attn_dtype=args.attn_dtype)
     trace.save(out)
     print(f"{trace} captured in {time.perf_counter() - start:.1f} s; wrote {out}")
     return 0
@@ -92,6 +93,8 @@ def add_parser(sub) -> None:
     cap.add_argument("--decode-steps", type=int, default=32)
     cap.add_argument("--layers", default="", help="comma-separated model layers (default: all)")
     cap.add_argument("--gqa", choices=("mean", "max"), default="mean")
+    cap.add_argument("--attn-dtype", choices=("float16", "float32"), default="float16",
+                     help="storage of the attention arrays (float32: exact comparisons, twice their memory)")
     cap.set_defaults(func=cmd_capture)
     for name, func, helptext in (("replay", cmd_replay, "replay policies over a saved trace"),
                                  ("eval", cmd_eval, "quality of policies with the real model on a text")):

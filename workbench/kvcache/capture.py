@@ -42,18 +42,22 @@ def split_prefill(n_tokens: int, decode_steps: int | None, prefill: int | None) 
 
 def capture(text: str, model=None, *, tokenizer=None, layers: Sequence[int] | None = None,
             decode_steps: int | None = None, prefill: int | None = None, generate: int = 0, gqa: str = "mean",
-            obs_window: int = 64) -> KVTrace:
+            obs_window: int = 64, attn_dtype: str = "float16") -> KVTrace:
     """Capture a `KVTrace` of ``text`` through ``model`` (default SmolLM2-135M-Instruct; or a `ModelRunner`).
 
     The last ``decode_steps`` tokens (default 32) are decode steps, or give ``prefill`` (number of context tokens).
     ``generate=N`` first appends N greedily generated tokens and makes them the decode steps. ``gqa`` aggregates
     the query heads of a group onto their KV head ("mean" or "max"). ``layers`` (model layer indices, default all)
     limits what is stored. ``obs_window`` is how many final prefill queries are kept for SnapKV-style votes.
+    ``attn_dtype`` ("float16" or "float32") stores the attention arrays (``attn``, ``attn_heads``, ``obs_attn``):
+    float32 doubles their memory and makes selections comparable exactly with float32 reference code.
     """
     if gqa not in ("mean", "max"):
         raise KVCacheError(f"gqa must be 'mean' or 'max', got {gqa!r}")
     if obs_window < 1:
         raise KVCacheError(f"obs_window must be >= 1, got {obs_window}")
+    if attn_dtype not in ("float16", "float32"):
+        raise KVCacheError(f"attn_dtype must be 'float16' or 'float32', got {attn_dtype!r}")
     runner = runner_for(model, tokenizer)
     ids = runner.encode(text)
     if generate:
@@ -63,12 +67,16 @@ def capture(text: str, model=None, *, tokenizer=None, layers: Sequence[int] | No
         ids = runner.greedy(ids, int(generate))
     else:
         n_pre = split_prefill(len(ids), decode_steps, prefill)
-    return capture_ids(ids, n_pre, runner, layers=layers, gqa=gqa, obs_window=obs_window, text=text)
+    return capture_ids(ids, n_pre, runner, layers=layers, gqa=gqa, obs_window=obs_window, text=text,
+                       attn_dtype=attn_dtype)
 
 
 def capture_ids(ids, n_prefill: int, model=None, *, tokenizer=None, layers: Sequence[int] | None = None,
-                gqa: str = "mean", obs_window: int = 64, text: str | None = None) -> KVTrace:
+                gqa: str = "mean", obs_window: int = 64, text: str | None = None,
+                attn_dtype: str = "float16") -> KVTrace:
     """`capture` for token ids you already have (int [T]); the first ``n_prefill`` are the context."""
+    if attn_dtype not in ("float16", "float32"):
+        raise KVCacheError(f"attn_dtype must be 'float16' or 'float32', got {attn_dtype!r}")
     runner = runner_for(model, tokenizer)
     ids = np.asarray(ids, dtype=np.int64)
     runner.check_length(len(ids))
@@ -79,7 +87,7 @@ def capture_ids(ids, n_prefill: int, model=None, *, tokenizer=None, layers: Sequ
     layer_list = list(range(runner.n_layers)) if layers is None else sorted({int(x) for x in layers})
     if not layer_list or any(not 0 <= x < runner.n_layers for x in layer_list):
         raise KVCacheError(f"layers must be model layers in 0..{runner.n_layers - 1}, got {list(layers or [])}")
-    arrays = runner.capture_arrays(ids, int(n_prefill), layer_list, gqa, obs_window)
+    arrays = runner.capture_arrays(ids, int(n_prefill), layer_list, gqa, obs_window, attn_dtype)
     scaling = float(arrays.pop("scaling"))
     tokens = runner.token_strings(ids)
     return KVTrace(text="".join(tokens) if text is None else text, tokens=tokens, token_ids=ids.astype(np.int32),

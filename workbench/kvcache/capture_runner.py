@@ -165,8 +165,10 @@ class ModelRunner(BaseRunner):
 
         return self._run(ids, hook, last)
 
-    def capture_arrays(self, ids, n_prefill: int, layers, gqa: str, obs_window: int) -> dict:
-        """The raw arrays of a `KVTrace` (see trace.py) for ``ids`` with ``n_prefill`` context tokens."""
+    def capture_arrays(self, ids, n_prefill: int, layers, gqa: str, obs_window: int,
+                       attn_dtype: str = "float16") -> dict:
+        """The raw arrays of a `KVTrace` (see trace.py) for ``ids`` with ``n_prefill`` context tokens; the attention
+        arrays in ``attn_dtype``."""
 
         t = len(ids)
         s = t - n_prefill
@@ -176,9 +178,10 @@ class ModelRunner(BaseRunner):
         g = q // h
         arr = {
             "keys": np.zeros((n_l, h, t, d), np.float16), "values": np.zeros((n_l, h, t, d), np.float16),
-            "queries": np.zeros((n_l, q, t, d), np.float16), "attn": np.zeros((n_l, h, s, t), np.float16),
+            "queries": np.zeros((n_l, q, t, d), np.float16), "attn": np.zeros((n_l, h, s, t), attn_dtype),
+            "attn_heads": np.zeros((n_l, q, s + 1, t), attn_dtype),
             "prefill_colsum": np.zeros((n_l, h, n_prefill), np.float32),
-            "obs_attn": np.zeros((n_l, h, w, n_prefill), np.float16),
+            "obs_attn": np.zeros((n_l, h, w, n_prefill), attn_dtype),
             "obs_votes_heads": np.zeros((n_l, q, n_prefill), np.float32),
         }
         scal = []
@@ -204,6 +207,9 @@ class ModelRunner(BaseRunner):
                     arr["obs_attn"][li, :, o0 - (n_prefill - w):o1 - (n_prefill - w)] = (
                         agg[:, sl, :n_prefill].cpu().numpy())
                     arr["obs_votes_heads"][li] += wts[:, sl, :n_prefill].sum(1).cpu().numpy()
+                h0 = max(r0, n_prefill - 1)  # the last context query, then every decode query
+                if r1 > h0:
+                    arr["attn_heads"][li, :, h0 - (n_prefill - 1):r1 - (n_prefill - 1)] = wts[:, h0 - r0:].cpu().numpy()
                 d0 = max(r0, n_prefill)
                 if r1 > d0:
                     arr["attn"][li, :, d0 - n_prefill:r1 - n_prefill] = agg[:, d0 - r0:].cpu().numpy()

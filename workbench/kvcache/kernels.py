@@ -144,6 +144,75 @@ def evict_heads(scores0, attn, n_pre, budgets, n_sinks, n_recent, mode, decode_e
 
 
 @njit(cache=True)
+def tova_layer(score0, attn_heads, n_pre, budget, kept):
+    """Layer-wide TOVA (the official ``tova_cache.py``): one cache shared by every KV head of the layer.
+
+    ``score0`` float64 [T]: the last context query's attention averaged over all query heads (zero for decode
+    positions); ``attn_heads`` float32 [Q, S + 1, T]: each query head's attention of the last context query (row 0)
+    and of every decode step (rows 1..S); ``kept`` bool [S, T] (out, must start all False).
+
+    Step ``s`` adds position ``p``; while the cache holds more than ``budget`` positions, the lowest-scored one
+    other than ``p`` goes (ties: the oldest), which is the official rule with ``cache_size = budget - 1`` (it reduces
+    after the query attended, to ``cache_size``, over every cached position the query saw). After the step, every
+    cached position's score is the mean over query heads of the step's attention renormalised over the cache head
+    by head: ``mean_q a_q(i) / sum_{j in cache} a_q(j)`` (the softmax over the kept keys).
+    """
+    t = score0.shape[0]
+    n_q = attn_heads.shape[0]
+    n_steps = kept.shape[0]
+    score = score0.copy()
+    in_cache = np.zeros(t, np.bool_)
+    in_cache[:n_pre] = True
+    idx = np.empty(t, np.int64)
+    m = n_pre
+    for i in range(n_pre):
+        idx[i] = i
+    mass = np.empty(n_q, np.float64)
+    for s in range(n_steps):
+        p = n_pre + s
+        in_cache[p] = True
+        idx[m] = p
+        m += 1
+        if m > budget:
+            if m - budget > 1:  # a context larger than the budget, compressed at the first step
+                _evict_lowest(score, in_cache, m - budget, 0, p)
+                m = _compact(in_cache, p + 1, idx)
+            else:
+                best = -1
+                best_score = np.inf
+                for j in range(m - 1):  # every cached position but p
+                    if score[idx[j]] < best_score:
+                        best = j
+                        best_score = score[idx[j]]
+                if best < 0:
+                    best = 0
+                in_cache[idx[best]] = False
+                for j in range(best, m - 1):
+                    idx[j] = idx[j + 1]
+                m -= 1
+        for j in range(m):
+            kept[s, idx[j]] = True
+        for q in range(n_q):
+            acc = 0.0
+            for j in range(m):
+                acc += attn_heads[q, s + 1, idx[j]]
+            mass[q] = acc if acc > 0.0 else 1.0
+        for j in range(m):
+            i = idx[j]
+            acc = 0.0
+            for q in range(n_q):
+                acc += attn_heads[q, s + 1, i] / mass[q]
+            score[i] = acc / n_q
+
+
+@njit(cache=True, parallel=True)
+def tova_layers(score0, attn_heads, n_pre, budget, kept):
+    """`tova_layer` for several layers: ``score0`` [L, T], ``attn_heads`` [L, Q, S + 1, T], ``kept`` [L, S, T]."""
+    for li in prange(score0.shape[0]):
+        tova_layer(score0[li], attn_heads[li], n_pre, budget, kept[li])
+
+
+@njit(cache=True)
 def _kth_largest(buf, n, k):
     """The ``k``-th largest of ``buf[:n]`` (1 <= k <= n); reorders ``buf``. Quickselect with a three-way
     partition (ties and -inf are fine), median-of-three pivots."""

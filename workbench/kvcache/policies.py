@@ -19,8 +19,11 @@ recency        eviction   decode    control: score = position through the generi
 random         eviction   decode    control: a fixed random priority per position (``seed``)
 streaming_llm  eviction   decode    ``sinks`` first positions + the most recent ``budget - sinks``
 h2o            eviction   decode    accumulated attention (renormalised over the cache) + ``recent`` window
-tova           eviction   decode    attention of the latest query
-snapkv         eviction   prefill   votes of the last ``window`` prefill queries, pooled (``kernel``, ``pooling``)
+tova           eviction   decode    attention of the latest query, averaged over all the layer's query heads and
+                                    shared by its KV heads (``heads="layer"``; ``"per_kv_head"``: each KV head
+                                    ranks by its own query group)
+snapkv         eviction   prefill   votes of the last ``window`` prefill queries, pooled (``kernel``, ``pooling``:
+                                    the official 64, 5, "avg")
 pyramidkv      eviction   prefill   SnapKV scores, per-layer budgets falling linearly with depth (``beta``)
 adakv          eviction   prefill   SnapKV scores, one budget of H x budget shared by a layer's heads (``floor``)
 kvcrush        eviction   prefill   ``base`` policy keeps (1 - ``fraction``); the rest are representatives chosen
@@ -33,6 +36,17 @@ oracle         selection  -         control: top-k of the true attention of the 
 =============  =========  ========  ==========================================================================
 
 Budgets are tokens per KV head (int) or a ratio of the context (float in (0, 1]); see `resolve_budget`.
+
+Which official code each policy follows, and where we differ on purpose, is `SPECS[name].official` and
+`SPECS[name].differences` (shown by `describe_policy(name)`); tests/workbench/kvcache/test_official.py transcribes
+the official scoring in numpy and checks our kept sets against it on a real SmolLM2 trace. Conventions shared by all:
+
+* the budget counts the current token (a decode query attends to ``budget`` positions, itself included);
+* ties go to the oldest position (the official code breaks them by ``torch.topk``'s order);
+* GQA: a KV head's score aggregates its query group with the trace's ``gqa`` ("mean" is kvpress's rule) unless a
+  policy says otherwise (layer-wide TOVA and TokenSelect average over every query head of the layer);
+* attention is stored as float16 unless captured with ``attn_dtype="float32"``: near-tied selections can flip
+  against float32 official code (about 1 set in 50 at a 50% budget).
 
 Example::
 
@@ -52,34 +66,76 @@ class PolicySpec:
     defaults: dict
     description: str
     query_aware: bool = False
+    official: str = ""       # the official implementation followed: repository and file (or why there is none)
+    differences: str = ""    # conventions where we deliberately differ from it
 
 
-_SNAP = {"window": None, "kernel": 5, "pooling": "max"}
+_SNAP = {"window": None, "kernel": 5, "pooling": "avg"}  # SnapKV's snapkv_utils.py: window 64, kernel 5, avgpool
+_SNAP_OFFICIAL = "FasterDecoding/SnapKV snapkv/monkeypatch/snapkv_utils.py (SnapKVCluster.update_kv)"
+_SNAP_DIFF = ("window: 64 (the official default) capped by the captured observation window and the context; when "
+              "the budget is not larger than that, budget // 2 (the official code asserts capacity > window). "
+              "GQA: the official code scores every query head (MHA); we aggregate a group with the trace's gqa "
+              "(mean, as kvpress's SnapKVPress). Pooling is applied to the aggregated votes (equal to pooling per "
+              "query head and then averaging, for average pooling).")
 SPECS: dict[str, PolicySpec] = {
-    "full": PolicySpec("full", {}, "the full cache"),
-    "window": PolicySpec("eviction", {"phase": "decode"}, "sliding window of the last budget tokens"),
-    "recency": PolicySpec("eviction", {"phase": "decode"}, "control: evict the oldest (generic evictor)"),
-    "random": PolicySpec("eviction", {"phase": "decode", "seed": 0}, "control: random priorities"),
-    "streaming_llm": PolicySpec("eviction", {"phase": "decode", "sinks": 4}, "attention sinks + recent window"),
+    "full": PolicySpec("full", {}, "the full cache", official="control: no eviction"),
+    "window": PolicySpec("eviction", {"phase": "decode"}, "sliding window of the last budget tokens",
+                         official="control: StreamingLLM without sinks"),
+    "recency": PolicySpec("eviction", {"phase": "decode"}, "control: evict the oldest (generic evictor)",
+                          official="control"),
+    "random": PolicySpec("eviction", {"phase": "decode", "seed": 0}, "control: random priorities",
+                         official="control"),
+    "streaming_llm": PolicySpec("eviction", {"phase": "decode", "sinks": 4}, "attention sinks + recent window",
+                                official="mit-han-lab/streaming-llm streaming_llm/kv_cache.py (StartRecentKVCache)",
+                                differences="budget = start_size + recent_size, the current token included"),
     "h2o": PolicySpec("eviction", {"phase": "decode", "recent": None, "sinks": 0},
-                      "heavy hitters (accumulated attention) + recent window"),
-    "tova": PolicySpec("eviction", {"phase": "decode"}, "evict the lowest attention of the latest query"),
-    "snapkv": PolicySpec("eviction", {"phase": "prefill", **_SNAP}, "observation-window votes, pooled"),
+                      "heavy hitters (accumulated attention) + recent window",
+                      official="FMInference/H2O h2o_hf/utils_real_drop/modify_llama.py (H2OKVCache_LayerWise)",
+                      differences=("per KV head with the group aggregated by gqa (the official code is MHA); the "
+                                   "recent window defaults to budget // 2 (heavy = recent, the official ratios); "
+                                   "evicts one position per step as the official real-drop cache does")),
+    "tova": PolicySpec("eviction", {"phase": "decode", "heads": "layer"},
+                       "evict the lowest attention of the latest query",
+                       official="schwartz-lab-NLP/TOVA src/tova_cache.py (TOVACache.reduce); kvpress TOVAPress",
+                       differences=("budget = cache_size + 1 (the official cache holds cache_size positions between "
+                                    "steps and the query sees them plus itself); heads='per_kv_head' is our variant "
+                                    "(each KV head ranks by its own query group, renormalised over the group)")),
+    "snapkv": PolicySpec("eviction", {"phase": "prefill", **_SNAP}, "observation-window votes, pooled",
+                         official=_SNAP_OFFICIAL, differences=_SNAP_DIFF),
     "pyramidkv": PolicySpec("eviction", {"phase": "prefill", **_SNAP, "beta": 20},
-                            "SnapKV scores with budgets falling with depth"),
+                            "SnapKV scores with budgets falling with depth",
+                            official="Zefan-Cai/KVCache-Factory pyramidkv/pyramidkv_utils.py (PyramidKVCluster)",
+                            differences="the SnapKV conventions above; budgets rounded to whole tokens, at least "
+                                        "window + 1"),
     "adakv": PolicySpec("eviction", {"phase": "prefill", **_SNAP, "floor": 0.2},
-                        "SnapKV scores, budget shared across a layer's heads"),
+                        "SnapKV scores, budget shared across a layer's heads",
+                        official="FFY0/AdaKV adaptive_snapkv/monkeypatch/snapkv_utils.py (AdaptiveSnapKVCluster)",
+                        differences="the SnapKV conventions above; the floor is a fraction of each head's share "
+                                    "(floor_alpha)"),
     "kvcrush": PolicySpec("eviction", {"phase": "prefill", **_SNAP, "base": "snapkv", "fraction": 0.25,
                                        "anchor": "mean"},
-                          "base policy + representatives by head-behaviour signatures"),
-    "quest": PolicySpec("selection", {"page": 16}, "page min/max key bounds", True),
-    "tokenselect": PolicySpec("selection", {}, "per-head soft voting over q.k", True),
-    "fasa": PolicySpec("selection", {"chunks": 8, "calibration": 8}, "dominant RoPE frequency chunks", True),
-    "hisa": PolicySpec("selection", {"block": 32, "blocks": None}, "block filter then token top-k", True),
-    "oracle": PolicySpec("selection", {}, "control: top-k by true attention", True),
+                          "base policy + representatives by head-behaviour signatures",
+                          official="paper only (KVCrush): no public reference code",
+                          differences="anchor and grouping as the paper describes them; the base policy's own "
+                                      "conventions"),
+    "quest": PolicySpec("selection", {"page": 16}, "page min/max key bounds", True,
+                        official="mit-han-lab/Quest quest/models/QuestAttention.py (page bounds, top-k pages)",
+                        differences="per KV head, the bound is the max over its query group; only complete pages "
+                                    "are ranked, the last partial page is always kept"),
+    "tokenselect": PolicySpec("selection", {}, "per-head soft voting over q.k", True,
+                              official="paper (TokenSelect): per-head softmax votes summed",
+                              differences="one selection shared by the layer's KV heads, as the paper's kernel"),
+    "fasa": PolicySpec("selection", {"chunks": 8, "calibration": 8}, "dominant RoPE frequency chunks", True,
+                       official="paper (FASA): dominant RoPE frequency chunks",
+                       differences="chunks calibrated on the last context queries of the trace"),
+    "hisa": PolicySpec("selection", {"block": 32, "blocks": None}, "block filter then token top-k", True,
+                       official="paper (HISA): mean-key block filter, then token top-k",
+                       differences="blocks defaults to ceil(2 budget / block)"),
+    "oracle": PolicySpec("selection", {}, "control: top-k by true attention", True, official="control"),
 }
 POLICY_NAMES = tuple(SPECS)
 EVICTION_PHASES = ("prefill", "decode")
+TOVA_HEADS = ("layer", "per_kv_head")
 KVCRUSH_BASES = ("snapkv", "h2o", "tova")
 
 
@@ -140,6 +196,8 @@ def make_policy(name, **params) -> Policy:
             raise KVCacheError(f"kvcrush fraction must be in (0, 1), got {full['fraction']}")
         if full["anchor"] not in ("mean", "random", "alternate"):
             raise KVCacheError(f"kvcrush anchor must be 'mean', 'random' or 'alternate', got {full['anchor']!r}")
+    if name == "tova" and full["heads"] not in TOVA_HEADS:
+        raise KVCacheError(f"tova heads must be one of {TOVA_HEADS}, got {full['heads']!r}")
     if name == "adakv" and not 0.0 <= float(full["floor"]) <= 1.0:
         raise KVCacheError(f"adakv floor must be in [0, 1], got {full['floor']}")
     for key in ("sinks", "recent", "window", "page", "block", "blocks", "chunks", "calibration", "beta"):
@@ -147,6 +205,13 @@ def make_policy(name, **params) -> Policy:
         if value is not None and (not isinstance(value, int | float) or value < (0 if key == "sinks" else 1)):
             raise KVCacheError(f"{name} parameter {key} must be a positive number, got {value!r}")
     return Policy(name, full)
+
+
+def describe_policy(name) -> str:
+    """What ``name`` does, the official code it follows and where we differ (one paragraph)."""
+    spec = make_policy(name).spec
+    text = f"{make_policy(name).name}: {spec.description}. Follows: {spec.official or 'n/a'}."
+    return text + (f" Differs: {spec.differences}." if spec.differences else "")
 
 
 def resolve_budget(budget, n_prefill: int, n_tokens: int) -> int:
@@ -171,11 +236,24 @@ def resolve_budget(budget, n_prefill: int, n_tokens: int) -> int:
     return tokens
 
 
-def pyramid_budgets(budget: int, window: int, n_layers: int, beta: float, layers) -> list[int]:
-    """PyramidKV's per-layer budgets (KVCache-Factory's rule): linear from ``2(B-w) - (B-w)/beta`` at layer 0 down to
-    ``(B-w)/beta`` at the last layer, plus the window; their mean over all layers is ``budget``."""
-    base = budget - window
-    lo = base / beta
+def pyramid_budgets(budget: int, window: int, n_layers: int, beta: float, layers, n_prefill: int) -> list[int]:
+    """PyramidKV's per-layer budgets, KVCache-Factory's integer rule (``PyramidKVCluster.update_kv``): with
+    ``base = budget - window``, a context shorter than ``2 * base`` keeps ``budget`` in every layer (plain SnapKV);
+    otherwise ``lo = base // beta``, ``hi = 2 * base - lo`` (when ``hi >= n_prefill - window``: ``hi = n_prefill -
+    window`` and ``lo = 2 * base - hi``), ``step = (hi - lo) // (n_layers - 1)``, and layer ``l`` keeps
+    ``hi - l * step`` context positions plus the window (never fewer than the window). Their mean over the layers
+    is ``budget`` up to the integer steps (at most ``(n_layers - 1) / 2`` above).
+
+    >>> pyramid_budgets(64, 8, 30, 20, [0, 29], 1000)
+    [118, 31]
+    """
+    base = int(budget) - int(window)
+    if int(n_prefill) < 2 * base:
+        return [int(budget) for _ in layers]
+    lo = int(base // beta)
     hi = 2 * base - lo
-    step = (hi - lo) / max(1, n_layers - 1)
-    return [max(window + 1, int(round(hi - int(layer) * step)) + window) for layer in layers]
+    if hi >= n_prefill - window:
+        hi = int(n_prefill) - int(window)
+        lo = 2 * base - hi
+    step = (hi - lo) // max(1, int(n_layers) - 1)
+    return [max(0, hi - int(layer) * step) + int(window) for layer in layers]

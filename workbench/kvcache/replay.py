@@ -100,10 +100,21 @@ def _as_policy(policy) -> Policy:
     return make_policy(policy) if isinstance(policy, str) else make_policy(policy)
 
 
+SNAPKV_WINDOW = 64  # the official default (SnapKV's snapkv_utils.py, kvpress, PyramidKV)
+
+
+def default_window(budget: int, obs_window: int, n_prefill: int) -> int:
+    """The SnapKV-family observation window when none is given: the official 64, capped by the captured window and
+    the context; a budget not larger than that gets ``budget // 2`` (at least 1), since the official code needs
+    a capacity larger than the window."""
+    window = min(SNAPKV_WINDOW, int(obs_window), int(n_prefill))
+    return window if window < budget else max(1, budget // 2)
+
+
 def _check_window(trace: KVTrace, policy: Policy, budget: int) -> int:
     window = policy.params.get("window")
     if window is None:
-        return int(max(1, min(32, budget // 2, trace.obs_window)))
+        return default_window(budget, trace.obs_window, trace.n_prefill)
     window = int(window)
     if window > trace.n_prefill:
         raise KVCacheError(f"{policy.name} window {window} is larger than the context ({trace.n_prefill} tokens)")
@@ -143,6 +154,14 @@ def _evict_layer(trace, li, policy, budget, kept_l, rng):
         recent = int(prm["recent"]) if prm["recent"] is not None else max(1, budget // 2)
         if sinks + recent > budget:
             raise KVCacheError(f"h2o protects {sinks} sinks + {recent} recent tokens, more than the budget {budget}")
+    elif name == "tova" and prm["heads"] == "layer":
+        start = SC.tova_layer_scores(trace, li)
+        if decode_evict:
+            kept_layer = np.zeros(kept_l.shape[1:], bool)
+            K.tova_layer(start, trace.f32("attn_heads", li), n, budget, kept_layer)
+            kept_l[:] = kept_layer[None]
+            return budget, 0
+        scores = np.broadcast_to(start, (h, t)).copy()  # one ranking shared by the layer's heads
     elif name == "tova":
         scores = SC.tova_scores(trace, li)
         mode = K.MODE_LAST_QUERY
@@ -152,7 +171,7 @@ def _evict_layer(trace, li, policy, budget, kept_l, rng):
         recent = window
         if name == "pyramidkv":
             budget = pyramid_budgets(budget, window, int(trace.model.get("n_layers", trace.n_layers)),
-                                     float(prm["beta"]), [trace.layers[li]])[0]
+                                     float(prm["beta"]), [trace.layers[li]], n)[0]
     else:  # pragma: no cover - guarded by make_policy
         raise KVCacheError(f"no evictor for {name}")
     budgets = np.full(h, budget, np.int64)

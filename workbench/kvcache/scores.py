@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from workbench.errors import KVCacheError
 from workbench.kvcache.dots import key_tiles
 from workbench.kvcache.kernels import pool1d, quest_bounds_heads
 from workbench.kvcache.trace import KVTrace
@@ -37,6 +38,19 @@ def tova_scores(trace: KVTrace, li: int) -> np.ndarray:
     """TOVA's starting scores: the attention of the last context query; decode positions 0."""
     out = np.zeros((trace.n_kv_heads, trace.n_tokens))
     out[:, : trace.n_prefill] = trace.f32("obs_attn", li)[:, -1, :]
+    return out
+
+
+def tova_layer_scores(trace: KVTrace, li: int) -> np.ndarray:
+    """Layer-wide TOVA's starting scores (official ``tova_cache.py``): the last context query's attention averaged
+    over every query head of the layer; decode positions 0. float64 [T]. Needs the trace's ``attn_heads``."""
+    if trace.attn_heads is None:
+        raise KVCacheError("this trace has no per-query-head attention (it was saved before attn_heads existed): "
+                           "capture the text again for the layer-wide TOVA, or use make_policy('tova', "
+                           "heads='per_kv_head')")
+    out = np.zeros(trace.n_tokens)
+    row = trace.f32("attn_heads", li)[:, 0, : trace.n_prefill]
+    out[: trace.n_prefill] = row.sum(axis=0, dtype=np.float64) / row.shape[0]
     return out
 
 

@@ -130,6 +130,8 @@ def _eviction_scores(trace, lis, policy, budget, rng_for):
             raise KVCacheError(f"h2o protects {sinks} sinks + {recent} recent tokens, more than the budget {budget}")
         scores = [SC.h2o_scores(trace, li) for li in lis]
         mode = "accumulate"
+    elif name == "tova" and prm["heads"] == "layer":  # prefill phase: one ranking shared by the layer's heads
+        scores = [np.broadcast_to(SC.tova_layer_scores(trace, li), (h, t)) for li in lis]
     elif name == "tova":
         scores = [SC.tova_scores(trace, li) for li in lis]
         mode = "last_query"
@@ -139,7 +141,8 @@ def _eviction_scores(trace, lis, policy, budget, rng_for):
         recent = window
         if name == "pyramidkv":
             budgets = pyramid_budgets(budget, window, int(trace.model.get("n_layers", trace.n_layers)),
-                                      float(prm["beta"]), [trace.layers[li] for li in lis])
+                                      float(prm["beta"]), [trace.layers[li] for li in lis],
+                                      trace.n_prefill)
     else:  # pragma: no cover - guarded by make_policy
         raise KVCacheError(f"no evictor for {name}")
     return np.stack(scores), budgets, sinks, recent, mode
@@ -172,10 +175,36 @@ def update_scores(score: torch.Tensor, in_cache: torch.Tensor, attn: torch.Tenso
     return torch.where(in_cache, score + share if mode == "accumulate" else share, score)
 
 
+def _tova_layers(trace, lis, budget, device):
+    """Layer-wide TOVA at every decode step (the kernels' `tova_layer`): kept [L, H, S, T], one set per layer."""
+    n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
+    score = torch.from_numpy(np.stack([SC.tova_layer_scores(trace, li) for li in lis])).to(device)   # [L, T]
+    heads = _layer_stack(trace, "attn_heads", lis, device).double()                                # [L, Q, S+1, T]
+    kept = torch.zeros((len(lis), s, t), dtype=torch.bool, device=device)
+    in_cache = torch.zeros((len(lis), t), dtype=torch.bool, device=device)
+    in_cache[:, :n] = True
+    size = n
+    for step in range(s):
+        p = n + step
+        in_cache[:, p] = True
+        size += 1
+        if size > budget:
+            evict_lowest(score, in_cache, size - budget, 0, p)
+            size = budget
+        kept[:, step] = in_cache
+        a = torch.where(in_cache[:, None, :], heads[:, :, step + 1], 0.0)                          # [L, Q, T]
+        mass = a.sum(-1, keepdim=True)
+        share = (a / torch.where(mass <= 0.0, 1.0, mass)).sum(1) / a.shape[1]
+        score = torch.where(in_cache, share, score)
+    return kept[:, None].expand(len(lis), h, s, t).clone(), [budget] * len(lis), 0
+
+
 def _evict(trace, lis, policy, budget, device, rng_for):
     """Kept [L, H, S, T] of an eviction policy scored per position (everything but AdaKV and KVCrush)."""
     n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
     n_l = len(lis)
+    if policy.name == "tova" and policy.params["heads"] == "layer" and policy.phase == "decode":
+        return _tova_layers(trace, lis, budget, device)
     if policy.name == "window" and policy.phase == "decode":
         p = n + torch.arange(s, device=device)[:, None]
         pos = torch.arange(t, device=device)[None, :]

@@ -9,14 +9,21 @@ field             shape                  dtype    meaning
 ================  =====================  =======  =====================================================
 keys, values      [L, H, T, D]           float16  post-RoPE keys and values as stored in the cache
 queries           [L, Q, T, D]           float16  post-RoPE queries of every query head
-attn              [L, H, S, T]           float16  attention of each decode step over all positions (zero
+attn              [L, H, S, T]           A        attention of each decode step over all positions (zero
                                                   beyond the query), query heads aggregated onto their KV
                                                   head by ``gqa`` ("mean" or "max")
+attn_heads        [L, Q, S + 1, T]       A        the same per query head, for the last context query (row
+                                                  0) and every decode step (rows 1..S): what TOVA's
+                                                  layer-wide rule renormalises head by head
 prefill_colsum    [L, H, n_prefill]      float32  attention each context token received from all prefill
                                                   queries (H2O's accumulated score), aggregated like attn
-obs_attn          [L, H, W, n_prefill]   float16  attention of the last W prefill queries (SnapKV window)
+obs_attn          [L, H, W, n_prefill]   A        attention of the last W prefill queries (SnapKV window)
 obs_votes_heads   [L, Q, n_prefill]      float32  per query head, attention summed over those W queries
 ================  =====================  =======  =====================================================
+
+``A`` is the capture's ``attn_dtype``: float16 by default (half the memory; near-tied selections can flip against a
+float32 reference, about 1 set in 50 at a 50% budget), or float32 for exact comparisons with float32 code.
+Traces saved before ``attn_heads`` existed load with ``attn_heads=None``; only the layer-wide TOVA needs it.
 
 Example::
 
@@ -36,6 +43,8 @@ import numpy as np
 from workbench.errors import KVCacheError, TraceMismatchError
 
 _ARRAYS = ("token_ids", "layers", "keys", "values", "queries", "attn", "prefill_colsum", "obs_attn", "obs_votes_heads")
+_OPTIONAL = ("attn_heads",)
+_FORMATS = ("workbench-kvtrace-1", "workbench-kvtrace-2")  # 2 added attn_heads
 
 
 def model_signature(model) -> dict:
@@ -71,6 +80,7 @@ class KVTrace:
     prefill_colsum: np.ndarray
     obs_attn: np.ndarray
     obs_votes_heads: np.ndarray
+    attn_heads: np.ndarray | None = None
     model: dict = field(default_factory=dict)
     scaling: float = 0.125
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
@@ -127,8 +137,13 @@ class KVTrace:
             raise KVCacheError(f"layer {model_layer} was not captured; this trace has layers {self.layers.tolist()}")
         return int(hits[0])
 
+    @property
+    def attn_dtype(self) -> str:
+        """"float16" or "float32": how the attention arrays are stored (`capture`'s ``attn_dtype``)."""
+        return str(self.attn.dtype)
+
     def nbytes(self) -> int:
-        return int(sum(getattr(self, k).nbytes for k in _ARRAYS))
+        return int(sum(getattr(self, k).nbytes for k in _ARRAYS + _OPTIONAL if getattr(self, k) is not None))
 
     def check_model(self, model) -> None:
         """Raise `TraceMismatchError` unless ``model`` has the signature this trace was captured with."""
@@ -151,8 +166,9 @@ class KVTrace:
             raise KVCacheError(f"{path} exists; choose another name or delete it first")
         meta = {"text": self.text, "tokens": json.dumps(self.tokens), "n_prefill": str(self.n_prefill),
                 "gqa": self.gqa, "model": json.dumps(self.model), "scaling": repr(float(self.scaling)),
-                "format": "workbench-kvtrace-1"}
-        save_file({k: np.ascontiguousarray(getattr(self, k)) for k in _ARRAYS}, str(path), metadata=meta)
+                "format": _FORMATS[-1]}
+        names = _ARRAYS + tuple(k for k in _OPTIONAL if getattr(self, k) is not None)
+        save_file({k: np.ascontiguousarray(getattr(self, k)) for k in names}, str(path), metadata=meta)
         return path
 
     @classmethod
@@ -165,9 +181,10 @@ class KVTrace:
         try:
             with safe_open(str(path), framework="numpy") as f:
                 meta = f.metadata() or {}
-                if meta.get("format") != "workbench-kvtrace-1":
-                    raise KVCacheError(f"{path} is not a workbench KV trace (no 'workbench-kvtrace-1' metadata)")
+                if meta.get("format") not in _FORMATS:
+                    raise KVCacheError(f"{path} is not a workbench KV trace (no 'workbench-kvtrace' format metadata)")
                 arrays = {k: f.get_tensor(k) for k in _ARRAYS}
+                arrays.update({k: f.get_tensor(k) for k in _OPTIONAL if k in f.keys()})
         except KVCacheError:
             raise
         except Exception as exc:  # safetensors raises its own error types for corrupt headers

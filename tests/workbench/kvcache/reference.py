@@ -44,19 +44,24 @@ def resolve_budget(budget, n: int, n_tokens: int) -> int:
     return int(budget)
 
 
-def default_window(budget: int, obs_window: int) -> int:
-    """The SnapKV observation window replay uses when none is given."""
-    return max(1, min(32, budget // 2, obs_window))
+def default_window(budget: int, obs_window: int, n: int) -> int:
+    """The SnapKV observation window replay uses when none is given: 64 (the official default) capped by the
+    captured window and the context, or budget // 2 when that does not fit in the budget."""
+    window = min(64, obs_window, n)
+    return window if window < budget else max(1, budget // 2)
 
 
-def pyramid_budget(budget: int, window: int, n_layers: int, beta: float, layer: int) -> int:
-    """PyramidKV: (budget - window) spread linearly from 2(B-w) - (B-w)/beta (layer 0) to (B-w)/beta (last
-    layer), plus the window, at least window + 1."""
-    base = budget - window
-    smallest = base / beta
-    largest = 2 * base - smallest
-    step = (largest - smallest) / max(1, n_layers - 1)
-    return max(window + 1, int(round(largest - layer * step)) + window)
+def pyramid_budget(budget: int, window: int, n_layers: int, beta: float, layer: int, q_len: int) -> int:
+    """PyramidKV as KVCache-Factory's pyramidkv_utils.py writes it (max_capacity_prompt = budget, q_len = context)."""
+    if q_len < (budget - window) * 2:                     # the official middle branch: plain SnapKV
+        return budget
+    min_num = (budget - window) // beta
+    max_num = (budget - window) * 2 - min_num
+    if max_num >= q_len - window:
+        max_num = q_len - window
+        min_num = (budget - window) * 2 - max_num
+    steps = (max_num - min_num) // (n_layers - 1)
+    return int(max(0, max_num - layer * steps)) + window
 
 
 def top_positions(scores, candidates, k: int) -> list[int]:
@@ -162,6 +167,34 @@ def tova_start(trace, li: int, h: int) -> list[float]:
     return [float(x) for x in trace.obs_attn[li, h, -1]] + [0.0] * trace.n_steps
 
 
+def tova_layer_start(trace, li: int) -> list[float]:
+    """The last context query's attention averaged over every query head of the layer; decode positions 0."""
+    n_q = trace.n_query_heads
+    return [sum(float(trace.attn_heads[li, q, 0, i]) for q in range(n_q)) / n_q
+            for i in range(trace.n_prefill)] + [0.0] * trace.n_steps
+
+
+def tova_layer(trace, li: int, budget: int) -> np.ndarray:
+    """Layer-wide TOVA at every decode step, kept [H, S, T] (the same set for every KV head): the cache holds
+    ``budget`` positions with the current one; the lowest-scored other position goes (ties: the oldest); then
+    each cached position's score is the mean over query heads of the step's attention renormalised over the
+    cache head by head."""
+    n, n_steps, t, n_q = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_query_heads
+    score = tova_layer_start(trace, li)
+    cache = set(range(n))
+    kept = np.zeros((n_steps, t), bool)
+    for s in range(n_steps):
+        p = n + s
+        cache.add(p)
+        while len(cache) > budget:
+            cache.remove(min((score[i], i) for i in cache if i != p)[1])
+        kept[s, sorted(cache)] = True
+        masses = [sum(float(trace.attn_heads[li, q, s + 1, i]) for i in sorted(cache)) or 1.0 for q in range(n_q)]
+        for i in cache:
+            score[i] = sum(float(trace.attn_heads[li, q, s + 1, i]) / masses[q] for q in range(n_q)) / n_q
+    return np.stack([kept] * trace.n_kv_heads)
+
+
 def eviction_layer(trace, li: int, policy, budget: int, seed: int) -> tuple[np.ndarray, int]:
     """kept [H, S, T] and the layer budget of a generic eviction policy (window ... pyramidkv)."""
     name, prm = policy.name, policy.params
@@ -187,17 +220,21 @@ def eviction_layer(trace, li: int, policy, budget: int, seed: int) -> tuple[np.n
         starts = [h2o_start(trace, li, h) for h in range(trace.n_kv_heads)]
         update, sinks = "accumulate", int(prm["sinks"])
         recent = int(prm["recent"]) if prm["recent"] is not None else max(1, budget // 2)
+    elif name == "tova" and prm["heads"] == "layer":
+        if phase == "decode":
+            return tova_layer(trace, li, budget), budget
+        starts = [tova_layer_start(trace, li)] * trace.n_kv_heads
     elif name == "tova":
         starts = [tova_start(trace, li, h) for h in range(trace.n_kv_heads)]
         update = "last"
     elif name in ("snapkv", "pyramidkv"):
-        window = prm["window"] or default_window(budget, trace.obs_window)
+        window = prm["window"] or default_window(budget, trace.obs_window, trace.n_prefill)
         sc = snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
         starts = [list(sc[h]) for h in range(trace.n_kv_heads)]
         recent = window
         if name == "pyramidkv":
             n_layers = int(trace.model.get("n_layers", trace.n_layers))
-            budget = pyramid_budget(budget, window, n_layers, float(prm["beta"]), int(trace.layers[li]))
+            budget = pyramid_budget(budget, window, n_layers, float(prm["beta"]), int(trace.layers[li]), n)
     else:
         raise ValueError(name)
     kept = np.stack([evict_mask(starts[h], attn[h], n, budget, sinks, recent, update, phase)
@@ -222,7 +259,7 @@ def adakv_layer(trace, li: int, policy, budget: int) -> np.ndarray:
     position)."""
     prm = policy.params
     n, n_heads = trace.n_prefill, trace.n_kv_heads
-    window = prm["window"] or default_window(budget, trace.obs_window)
+    window = prm["window"] or default_window(budget, trace.obs_window, trace.n_prefill)
     prefix = n - window
     sc = snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
     keep = np.zeros((n_heads, n), bool)
@@ -260,7 +297,7 @@ def kvcrush_layer(trace, li: int, policy, budget: int, seed: int) -> np.ndarray:
     prm = policy.params
     n = trace.n_prefill
     rng = np.random.default_rng([seed, int(trace.layers[li])])
-    window = prm["window"] or default_window(budget, trace.obs_window)
+    window = prm["window"] or default_window(budget, trace.obs_window, trace.n_prefill)
     prefix = n - window
     if prm["base"] == "snapkv":
         base = snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
@@ -560,11 +597,12 @@ def synthetic_trace(n: int = 40, steps: int = 6, n_kv: int = 2, group: int = 2, 
     obs_attn = causal_rows(weights(n_layers, n_kv, w_obs, n), n - w_obs).astype(np.float16)
     colsum = (rng.integers(0, 4, (n_layers, n_kv, n)) if ties else rng.random((n_layers, n_kv, n)) * 3)
     votes = causal_rows(weights(n_layers, n_q, w_obs, n), n - w_obs).sum(axis=2)
+    attn_heads = causal_rows(weights(n_layers, n_q, steps + 1, t), n - 1).astype(np.float16)
     return KVTrace(
         text="synthetic", tokens=[f"t{i}" for i in range(t)], token_ids=np.arange(t, dtype=np.int32),
         n_prefill=n,
         layers=np.asarray(layers, np.int32), gqa=gqa, keys=vectors(n_layers, n_kv, t, dim),
         values=rng.standard_normal((n_layers, n_kv, t, dim)).astype(np.float16),
         queries=vectors(n_layers, n_q, t, dim), attn=attn, prefill_colsum=colsum.astype(np.float32),
-        obs_attn=obs_attn, obs_votes_heads=votes.astype(np.float32),
+        obs_attn=obs_attn, obs_votes_heads=votes.astype(np.float32), attn_heads=attn_heads,
         model={"name": "synthetic", "n_layers": n_model_layers}, scaling=dim ** -0.5)

@@ -31,6 +31,8 @@ def test_trace_shapes_and_attention_rows(kv_trace):
     # every prefill query's (mean-aggregated) row sums to 1, so the column sums total n_prefill
     np.testing.assert_allclose(tr.prefill_colsum.sum(-1), tr.n_prefill, rtol=1e-4)
     assert tr.obs_attn.shape == (30, 3, 64, tr.n_prefill)
+    assert tr.attn_heads.shape == (30, 9, tr.n_steps + 1, tr.n_tokens)
+    np.testing.assert_allclose(tr.attn_heads.astype(np.float32).sum(-1), 1.0, atol=2e-3)
     np.testing.assert_allclose(tr.obs_votes_heads.sum(-1), 64, rtol=1e-4)
 
 
@@ -44,6 +46,9 @@ def test_capture_matches_the_models_own_attention_and_cache(default_model, gqa):
         a = out.attentions[layer][0].numpy().reshape(3, 3, tr.n_tokens, tr.n_tokens)
         agg = a.mean(1) if gqa == "mean" else a.max(1)
         np.testing.assert_allclose(tr.attn[j].astype(np.float32), agg[:, tr.n_prefill:], atol=2e-3)
+        # per query head: the last context query and every decode query
+        np.testing.assert_allclose(tr.attn_heads[j].astype(np.float32),
+                                   out.attentions[layer][0].numpy()[:, tr.n_prefill - 1:], atol=2e-3)
         np.testing.assert_allclose(tr.prefill_colsum[j], agg[:, : tr.n_prefill, : tr.n_prefill].sum(1), rtol=2e-3,
                                    atol=2e-3)
         cache = out.past_key_values.layers[layer]
@@ -110,7 +115,8 @@ def test_masked_pass_equals_incremental_decoding_with_an_evicted_cache(default_m
 def test_save_load_round_trip_and_refusals(kv_trace, tmp_path):
     path = kv_trace.save(tmp_path / "t.safetensors")
     back = KVTrace.load(path)
-    for name in ("token_ids", "keys", "attn", "prefill_colsum", "obs_attn", "obs_votes_heads", "layers"):
+    for name in ("token_ids", "keys", "attn", "attn_heads", "prefill_colsum", "obs_attn", "obs_votes_heads",
+                 "layers"):
         np.testing.assert_array_equal(getattr(back, name), getattr(kv_trace, name))
     assert back.tokens == kv_trace.tokens and back.n_prefill == kv_trace.n_prefill and back.model == kv_trace.model
     assert back.text == kv_trace.text and back.scaling == kv_trace.scaling
@@ -122,6 +128,28 @@ def test_save_load_round_trip_and_refusals(kv_trace, tmp_path):
         KVTrace.load(bad)
     with pytest.raises(KVCacheError, match="no trace file"):
         KVTrace.load(tmp_path / "missing.safetensors")
+
+
+def test_a_trace_saved_before_attn_heads_loads_and_says_what_the_layer_wide_tova_needs(kv_trace, tmp_path):
+    import json
+
+    from safetensors.numpy import save_file
+
+    from workbench.kvcache import make_policy, replay
+    from workbench.kvcache.trace import _ARRAYS
+
+    old = tmp_path / "v1.safetensors"
+    meta = {"text": kv_trace.text, "tokens": json.dumps(kv_trace.tokens), "n_prefill": str(kv_trace.n_prefill),
+            "gqa": kv_trace.gqa, "model": json.dumps(kv_trace.model), "scaling": repr(kv_trace.scaling),
+            "format": "workbench-kvtrace-1"}
+    save_file({k: np.ascontiguousarray(getattr(kv_trace, k)) for k in _ARRAYS}, str(old), metadata=meta)
+    back = KVTrace.load(old)
+    assert back.attn_heads is None
+    np.testing.assert_array_equal(replay(back, "snapkv", 64).kept, replay(kv_trace, "snapkv", 64).kept)
+    np.testing.assert_array_equal(replay(back, make_policy("tova", heads="per_kv_head"), 64).kept,
+                                  replay(kv_trace, make_policy("tova", heads="per_kv_head"), 64).kept)
+    with pytest.raises(KVCacheError, match="capture the text again.*per_kv_head"):
+        replay(back, "tova", 64)
 
 
 def test_generate_makes_greedy_tokens_the_decode_steps():
@@ -141,6 +169,8 @@ def test_bad_inputs_raise_clear_errors():
         capture("Some words here and there.", decode_steps=2, layers=[30])
     with pytest.raises(KVCacheError, match="n_prefill"):
         capture_ids(np.arange(10), 10)
+    with pytest.raises(KVCacheError, match="attn_dtype"):
+        capture("Some words here and there.", decode_steps=2, attn_dtype="bfloat16")
 
 
 def _tiny(arch: str):

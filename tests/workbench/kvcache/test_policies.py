@@ -26,6 +26,7 @@ VARIANTS = [
     P("random", seed=7), P("random", phase="prefill", seed=3),
     P("streaming_llm", sinks=2), P("streaming_llm", phase="prefill", sinks=3),
     P("h2o", sinks=2, recent=3), P("h2o", phase="prefill", recent=2), P("tova", phase="prefill"),
+    P("tova", heads="per_kv_head"), P("tova", heads="per_kv_head", phase="prefill"),
     P("snapkv", pooling="avg", kernel=3), P("snapkv", pooling="none"), P("snapkv", kernel=1),
     P("pyramidkv", beta=2), P("adakv", floor=0.0), P("adakv", floor=1.0), P("adakv", pooling="avg"),
     P("kvcrush", base="h2o", anchor="random"), P("kvcrush", base="tova", anchor="alternate", fraction=0.6),
@@ -234,7 +235,8 @@ def _uniform_trace():
     """Every attention row (decode and observation window) uniform over its causal positions: every score
     ties."""
     trace = R.synthetic_trace(n=20, steps=6, obs=5, seed=4)
-    for name, first in (("attn", trace.n_prefill), ("obs_attn", trace.n_prefill - trace.obs_window)):
+    for name, first in (("attn", trace.n_prefill), ("obs_attn", trace.n_prefill - trace.obs_window),
+                        ("attn_heads", trace.n_prefill - 1)):
         a = getattr(trace, name).astype(np.float64)
         rows = a.shape[2]
         for r in range(rows):
@@ -252,7 +254,7 @@ def test_ties_go_to_the_oldest_position():
         assert np.nonzero(oracle.kept[0, 0, s])[0].tolist() == [*range(budget - 1), n + s]
     window = _replay(trace, "window", budget).kept
     np.testing.assert_array_equal(_assert_same_as_reference(trace, "tova", budget).kept, window)
-    snap = _assert_same_as_reference(trace, P("snapkv", window=2), budget)
+    snap = _assert_same_as_reference(trace, P("snapkv", window=2, pooling="max"), budget)  # avg pooling: edges lower
     assert np.nonzero(snap.kept[0, 0, 0, :n])[0].tolist() == list(range(n - budget, n))
     assert (oracle.iou == 1).all()
 
@@ -340,13 +342,16 @@ def test_window_and_recency_agree_and_full_keeps_everything():
         assert full.budget == trace.n_tokens and (full.output_error < 1e-6).all()
 
 
-def test_pyramid_budgets_follow_the_linear_rule():
-    for budget, window, beta in ((64, 8, 20), (20, 4, 2), (7, 6, 5), (300, 32, 1)):
-        got = pyramid_budgets(budget, window, 30, beta, range(30))
-        assert got == [R.pyramid_budget(budget, window, 30, beta, layer) for layer in range(30)]
-        assert all(a >= b for a, b in zip(got, got[1:])) and min(got) >= window + 1
-        if (budget - window) / beta >= 1:
-            assert abs(np.mean(got) - budget) <= 1
+def test_pyramid_budgets_follow_kvcache_factorys_integer_rule():
+    for budget, window, beta, n in ((64, 8, 20, 1000), (20, 4, 2, 500), (7, 6, 5, 300), (300, 32, 1, 2000),
+                                    (96, 32, 20, 150), (96, 32, 20, 100), (128, 64, 20, 200)):
+        got = pyramid_budgets(budget, window, 30, beta, range(30), n)
+        assert got == [R.pyramid_budget(budget, window, 30, beta, layer, n) for layer in range(30)]
+        assert all(a >= b for a, b in zip(got, got[1:])) and min(got) >= window
+        if n >= 2 * (budget - window):   # the pyramid: the mean is the budget up to the integer steps
+            assert budget <= np.mean(got) <= budget + 29 / 2
+        else:                             # a short context: plain SnapKV in every layer
+            assert got == [budget] * 30
 
 
 # ---------------------------------------------------------------------------------------- Quest's page bound

@@ -18,7 +18,8 @@ from workbench.kvcache.torch_replay import replay_kept, top_mask
 REAL_LAYERS = [0, 14, 29]
 REAL_POLICIES = [make_policy(n) for n in POLICY_NAMES] + [
     make_policy("h2o", sinks=4, recent=8), make_policy("streaming_llm", phase="prefill"),
-    make_policy("tova", phase="prefill"), make_policy("kvcrush", base="h2o", anchor="random"),
+    make_policy("tova", phase="prefill"), make_policy("tova", heads="per_kv_head"),
+    make_policy("kvcrush", base="h2o", anchor="random"),
     make_policy("random", seed=5), make_policy("quest", page=8)]
 
 
