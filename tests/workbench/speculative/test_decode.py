@@ -1,5 +1,6 @@
 """End-to-end speculative decoding on SmolLM2: greedy output identical to plain greedy decoding for every drafter
-and builder on 22 prompts (code, prose, multilingual) x 64 new tokens; a SpecRun that saves and loads; bad input."""
+and builder x 64 new tokens, on 9 prompts in CI (code in five languages, prose, open questions, Russian, Chinese)
+and on all 22 in the `slow` tier; a SpecRun that saves and loads; bad input."""
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ pytestmark = pytest.mark.model
 
 N_NEW = 64
 NEAR_TIE = 1e-4
+# one prompt of every kind and script: Python, JavaScript, C, English prose, two open questions, Russian, Chinese
+CI_PROMPTS = (0, 3, 5, 7, 8, 10, 13, 19, 20)
+ALL_PROMPTS = tuple(range(len(all_prompts())))
 
 # (drafter, drafter params, builder, builder params): every drafter natively, every builder on a drafter that
 # offers candidates (the n-gram model, or the early-exit model where the builder needs real probabilities)
@@ -42,17 +46,23 @@ def runner(default_model):
 
 @pytest.fixture(scope="module")
 def references(runner):
-    """Per prompt: (prompt ids, plain greedy continuation, top-1 minus top-2 logit gap at each output position)."""
-    refs = []
-    for p in all_prompts():
-        ids = runner.encode_chat(p.text) if p.chat else runner.encode(p.text)
-        out = runner.greedy_cached(ids, N_NEW, eos=True)[len(ids):]
-        s = runner.session()
-        first = s.prefill(ids)
-        rows = np.vstack([first[None], s.extend(out[:-1])]) if len(out) > 1 else first[None]
-        top2 = np.sort(rows, axis=1)[:, -2:]
-        refs.append((p, ids, out, top2[:, 1] - top2[:, 0]))
-    return refs
+    """Per prompt index, computed once on first use: (prompt, ids, plain greedy continuation, top-1 minus top-2 logit
+    gap at each output position)."""
+    cache = {}
+
+    def reference(i):
+        if i not in cache:
+            p = all_prompts()[i]
+            ids = runner.encode_chat(p.text) if p.chat else runner.encode(p.text)
+            out = runner.greedy_cached(ids, N_NEW, eos=True)[len(ids):]
+            s = runner.session()
+            first = s.prefill(ids)
+            rows = np.vstack([first[None], s.extend(out[:-1])]) if len(out) > 1 else first[None]
+            top2 = np.sort(rows, axis=1)[:, -2:]
+            cache[i] = (p, ids, out, top2[:, 1] - top2[:, 0])
+        return cache[i]
+
+    return reference
 
 
 def _check_identical(run, ref_out, gaps, label):
@@ -68,18 +78,33 @@ def _check_identical(run, ref_out, gaps, label):
     return "same"
 
 
-@pytest.mark.parametrize("drafter,dparams,builder,bparams", CONFIGS,
-                         ids=[f"{c[0]}-{c[2] or 'native'}" if isinstance(c, tuple)
-                              else f"{c.values[0]}-{c.values[2]}" for c in CONFIGS])
-def test_greedy_speculative_output_equals_plain_greedy(runner, references, drafter, dparams, builder, bparams):
+_CONFIG_IDS = [f"{c[0]}-{c[2] or 'native'}" if isinstance(c, tuple) else f"{c.values[0]}-{c.values[2]}"
+               for c in CONFIGS]
+
+
+def _assert_identical_on(prompts, runner, references, drafter, dparams, builder, bparams):
     outcomes, accepted = [], 0
-    for p, ids, ref_out, gaps in references:
+    for i in prompts:
+        p, ids, ref_out, gaps = references(i)
         run = generate(ids, drafter=drafter, drafter_params=dparams, builder=builder, builder_params=bparams,
                        max_new_tokens=N_NEW, runner=runner)
         outcomes.append(_check_identical(run, ref_out, gaps, f"{drafter}/{builder}/{p.name}"))
         accepted += run.summary()["accepted"]
-    assert len(outcomes) >= 20 and outcomes.count("same") >= len(outcomes) - 2
+    # a near-tie may flip a token (then the rest of that output legitimately differs): at most 1 prompt in 10
+    assert outcomes.count("same") >= len(outcomes) - max(1, len(outcomes) // 10), outcomes
     assert accepted > 0, "the drafter never had a token accepted: it is not drafting"
+
+
+@pytest.mark.parametrize("drafter,dparams,builder,bparams", CONFIGS, ids=_CONFIG_IDS)
+def test_greedy_speculative_output_equals_plain_greedy(runner, references, drafter, dparams, builder, bparams):
+    _assert_identical_on(CI_PROMPTS, runner, references, drafter, dparams, builder, bparams)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drafter,dparams,builder,bparams", CONFIGS, ids=_CONFIG_IDS)
+def test_greedy_speculative_output_equals_plain_greedy_on_all_22_prompts(runner, references, drafter, dparams, builder,
+                                                                         bparams):
+    _assert_identical_on(ALL_PROMPTS, runner, references, drafter, dparams, builder, bparams)
 
 
 def _ids(runner, i):
