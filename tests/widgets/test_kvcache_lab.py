@@ -67,8 +67,10 @@ def test_retention_map_head_layer_and_policy(kv_trace):
     view.layer = 3
     layer_ms = (time.perf_counter() - t0) * 1e3
     assert view.retention.layers.tolist() == [3] and view._layer_w.value == 3
+    assert "mit-han-lab/streaming-llm" in view._about.object
     view.policy = "quest"
     assert view._policy_w.value == "quest"
+    assert "mit-han-lab/Quest" in view._about.object and "differs" in view._about.object
     assert (view.states == SKIPPED).any() and not (view.states == EVICTED).any()
     assert "skipped" in view._summary.object
     print(f"\nRetentionMap head change {head_ms:.1f} ms, layer change {layer_ms:.1f} ms (server side)")

@@ -74,6 +74,15 @@ def legend_html(names=STATE_NAMES, colours=STATE_COLOURS) -> str:
     return f'{STYLE}<div class="wb-kv-legend">{items}</div>'
 
 
+def about_html(name: str) -> str:
+    """One small paragraph: the official code a policy follows and where we differ (`SPECS[name]`)."""
+    spec = SPECS[name]
+    parts = [f"<b>follows</b> {html.escape(spec.official)}" if spec.official else ""]
+    if spec.differences:
+        parts.append(f"<b>differs</b>: {html.escape(spec.differences)}")
+    return f'{STYLE}<div class="wb-stats wb-kv-about">{"<br>".join(p for p in parts if p)}</div>'
+
+
 def error_html(message: str) -> str:
     return f'{STYLE}<div class="wb-kv-error">⚠ {html.escape(message)}</div>' if message else ""
 
@@ -163,7 +172,9 @@ class RetentionMap(WorkbenchView):
         for widget, name, cast in ((self._policy_w, "policy", str), (self._budget_w, "budget", int),
                                    (self._layer_w, "layer", int), (self._head_w, "head", int)):
             widget.param.watch(lambda e, name=name, cast=cast: self._from_widget(name, cast(e.new)), "value")
-        self.controls = pn.Column(self._policy_w, self._budget_w, self._layer_w,
+        self._about = pn.pane.HTML(about_html(self.policy), width=280, margin=(0, 10))
+        self.param.watch(lambda e: setattr(self._about, "object", about_html(e.new)), "policy")
+        self.controls = pn.Column(self._policy_w, self._about, self._budget_w, self._layer_w,
                                   pn.pane.HTML('<div class="wb-stats">KV head</div>', margin=(0, 10)),
                                   self._head_w, width=300)
 
