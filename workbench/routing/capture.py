@@ -18,12 +18,25 @@ Qwen2-MoE (qwen2_moe)     router_logits               ``topk_softmax``, ``renorm
                                                       sigmoid-gated shared expert (``meta["shared_experts"] = 1``)
 Qwen3-MoE (qwen3_moe)     router_logits               ``topk_softmax``, ``renormalize=norm_topk_prob``
 OLMoE (olmoe)             router_logits               ``topk_softmax``, ``renormalize=norm_topk_prob``
+DeepSeek-V3 (deepseek_v3) router_logits               ``deepseek_v3``: ``k=num_experts_per_tok``, ``n_groups=n_group``,
+and the families copying                              ``topk_groups=topk_group``, ``route_scale=routed_scaling_factor``,
+its gate: GLM-4-MoE                                   ``normalize=norm_topk_prob``; each layer's
+(glm4_moe), dots1,                                    ``e_score_correction_bias`` in ``RoutingTrace.bias``
+glm4_moe_lite, solar_open,                            (replay: ``route(tr.layer(i), tr.meta["router"],
+mimo_v2_flash ...                                     **tr.router_params(i))``)
 other MoE models          router_logits, else hooks   ``topk_softmax`` when the config says softmax scoring and
                                                       ``norm_topk_prob``; else ``None`` (see ``meta["router_config"]``)
 ========================  ==========================  =============================================================
 
-(These four families' routers are ``*TopKRouter`` modules whose first output is ``F.linear(h, weight)``, recorded by
-transformers for ``output_router_logits``; both paths give the same numbers, which the tests check.)
+A DeepSeek-V3-style gate is recognised from the gate module (an ``e_score_correction_bias`` buffer and the
+``num_group``/``topk_group``/``routed_scaling_factor``/``norm_topk_prob`` attributes, else the config's fields:
+``DeepseekV3Config`` has no ``scoring_func``) and confirmed by calling the gate on a fixed random probe and
+comparing its own choices and weights with the `deepseek_v3` replay; a biased gate that does not match gets no
+suggestion (``meta["router_note"]`` says why) rather than a wrong one.
+
+(These families' routers are ``*TopKRouter`` / ``*TopkRouter`` modules whose first output is
+``F.linear(h, weight)``, recorded by transformers for ``output_router_logits``; both paths give the same numbers,
+which the tests check.)
 
 Every sequence runs alone (batch size 1, no padding, ``use_cache=False``, the model in eval mode for the duration),
 so a token's logits do not depend on the other sequences.
@@ -128,15 +141,106 @@ def _find_routers(model, n_experts: int | None) -> dict[int, tuple[str, object]]
     return found
 
 
-def _router_hints(model, n_experts: int, top_k: int | None) -> dict:
+def _gate_attr(module, cfg, *names):
+    """The first of ``names`` set on the gate module, else on the config (None when neither has one)."""
+    for source in (module, cfg):
+        for name in names:
+            value = getattr(source, name, None)
+            if value is not None:
+                return value
+    return None
+
+
+def _biased_sigmoid_gate(module, cfg, n_experts: int, top_k: int | None) -> dict | None:
+    """The `deepseek_v3` router parameters of a DeepSeek-V3-style gate, or None.
+
+    Such a gate (transformers' ``DeepseekV3TopkRouter`` and its copies: ``Glm4MoeTopkRouter``,
+    ``Dots1TopkRouter``, ``Glm4MoeLiteTopkRouter``, ``SolarOpenTopkRouter``, ``MiMoV2FlashTopkRouter`` ...) holds
+    an ``e_score_correction_bias`` buffer [E] and the attributes ``top_k``, ``num_group``, ``topk_group``,
+    ``norm_topk_prob`` and ``routed_scaling_factor`` (copied from the config's ``num_experts_per_tok``,
+    ``n_group``, ``topk_group``, ``norm_topk_prob``, ``routed_scaling_factor``); it scores with a sigmoid, selects
+    on score + bias inside the best groups and weights with the unbiased scores. The config has no
+    ``scoring_func`` field, so the gate module is what tells.
+    """
+    import torch
+
+    bias = getattr(module, "e_score_correction_bias", None)
+    if not isinstance(bias, torch.Tensor) or bias.numel() != n_experts:
+        return None
+    k = _gate_attr(module, cfg, "top_k", "num_experts_per_tok") or top_k
+    n_groups = _gate_attr(module, cfg, "num_group", "n_group")
+    topk_groups = _gate_attr(module, cfg, "topk_group")
+    if n_groups is None and topk_groups is None:  # no group limit (a gate written for it may say None)
+        n_groups = topk_groups = 1
+    scale = _gate_attr(module, cfg, "routed_scaling_factor")
+    norm = _gate_attr(module, cfg, "norm_topk_prob")
+    if not all(_is_int(v) and v > 0 for v in (k, n_groups, topk_groups)) or n_experts % n_groups:
+        return None
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+        return None
+    return {"k": int(k), "n_groups": int(n_groups), "topk_groups": int(topk_groups), "route_scale": float(scale),
+            "normalize": bool(norm)}
+
+
+def _gate_agrees(module, params: dict, hidden: int) -> bool:
+    """Call the gate on 64 random hidden states (a fixed private generator) and check that its own
+    ``(logits, weights, indices)`` are what `deepseek_v3` with ``params`` and the gate's bias makes of its logits:
+    the same expert sets, weights to 1e-5. False when the gate returns anything else or disagrees."""
+    import torch
+
+    from workbench.routing.routers import deepseek_v3
+
+    gen = torch.Generator().manual_seed(0)
+    weight = module.weight
+    h = torch.randn(64, hidden, generator=gen).to(device=weight.device, dtype=weight.dtype)
+    try:
+        with torch.no_grad():
+            out = module.forward(h)  # not module(h): the user's hooks on the gate see no extra call
+    except Exception:  # a gate with another signature (e.g. the bias passed in by its MoE block)
+        return False
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        return False
+    logits, weights, idx = (t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else None for t in out)
+    if logits is None or weights is None or idx is None or idx.shape != (64, params["k"]):
+        return False
+    bias = module.e_score_correction_bias.detach().double().cpu().numpy()
+    try:
+        r = deepseek_v3(logits.reshape(64, -1), bias=bias, backend="numba", **params)
+    except Exception:
+        return False
+    mine, theirs = np.argsort(r.assignments, axis=1), np.argsort(idx, axis=1)
+    same = np.array_equal(np.take_along_axis(r.assignments, mine, 1), np.take_along_axis(idx, theirs, 1))
+    return bool(same and np.allclose(np.take_along_axis(r.weights, mine, 1),
+                                     np.take_along_axis(weights.reshape(idx.shape), theirs, 1), rtol=1e-5, atol=1e-5))
+
+
+def _router_hints(model, n_experts: int, top_k: int | None, gates=()) -> dict:
+    """The lab router replaying the model's own (``router`` + ``router_params``) and the config's router fields.
+
+    ``gates``: the MoE layers' router modules. A DeepSeek-V3-style gate (`_biased_sigmoid_gate`) whose own
+    choices on a random probe match the `deepseek_v3` replay (`_gate_agrees`) gives ``deepseek_v3``; a gate
+    with an ``e_score_correction_bias`` that does not match gives ``None`` (with ``router_note``), never the
+    softmax fallback. Otherwise ``topk_softmax`` for softmax-scored families, as before.
+    """
     cfg = model.config
     model_type = str(getattr(cfg, "model_type", "") or "")
     norm = getattr(cfg, "norm_topk_prob", None)
     if model_type in _ALWAYS_RENORMALISE:
         norm = True
     scoring = getattr(cfg, "scoring_func", None) or "softmax"
-    router, params = None, {}
-    if top_k is not None and scoring == "softmax" and (norm is not None or model_type in _KNOWN_FAMILIES):
+    router, params, note = None, {}, None
+    gate = next(iter(gates), None)
+    biased = gate is not None and hasattr(gate, "e_score_correction_bias")
+    if biased:
+        params = _biased_sigmoid_gate(gate, cfg, n_experts, top_k) or {}
+        hidden = int(gate.weight.shape[1])
+        if params and _gate_agrees(gate, params, hidden):
+            router, scoring, norm = "deepseek_v3", "sigmoid", params["normalize"]
+        else:
+            params = {}
+            note = (f"the gate ({type(gate).__name__}) has a selection bias (e_score_correction_bias) but its choices "
+                    "do not match the deepseek_v3 router; no replay router is suggested")
+    elif top_k is not None and scoring == "softmax" and (norm is not None or model_type in _KNOWN_FAMILIES):
         router, params = "topk_softmax", {"k": int(top_k), "renormalize": bool(norm)}
     shared = int(getattr(cfg, "n_shared_experts", 0) or 0)
     if not shared and int(getattr(cfg, "shared_expert_intermediate_size", 0) or 0) > 0:
@@ -147,9 +251,29 @@ def _router_hints(model, n_experts: int, top_k: int | None) -> dict:
         if isinstance(value, (bool, int, float, str)) or (
                 isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value)):
             router_config[key] = list(value) if isinstance(value, tuple) else value
-    return {"model_type": model_type, "n_experts": int(n_experts), "top_k": None if top_k is None else int(top_k),
-            "norm_topk_prob": None if norm is None else bool(norm), "router_score": scoring, "router": router,
-            "router_params": params, "shared_experts": shared, "router_config": router_config}
+    hints = {"model_type": model_type, "n_experts": int(n_experts), "top_k": None if top_k is None else int(top_k),
+             "norm_topk_prob": None if norm is None else bool(norm), "router_score": scoring, "router": router,
+             "router_params": params, "shared_experts": shared, "router_config": router_config}
+    if note:
+        hints["router_note"] = note
+    return hints
+
+
+def _gate_bias(routers: dict, keep: list, numbering: str) -> np.ndarray | None:
+    """float32 [L, E]: each kept layer's gate ``e_score_correction_bias``, or None when the gates have none."""
+    if not routers:
+        return None
+    if numbering == "model" and all(layer in routers for layer in keep):
+        modules = [routers[layer][1] for layer in keep]
+    else:  # MoE-ordinal numbering: the n-th captured layer is the n-th gate
+        ordered = [routers[layer][1] for layer in sorted(routers)]
+        if any(layer >= len(ordered) for layer in keep):
+            return None
+        modules = [ordered[layer] for layer in keep]
+    biases = [getattr(m, "e_score_correction_bias", None) for m in modules]
+    if any(b is None for b in biases):
+        return None
+    return np.stack([b.detach().float().cpu().numpy().reshape(-1) for b in biases])
 
 
 # -- the input ------------------------------------------------------------------------------------------------
@@ -450,7 +574,7 @@ def capture_router_logits(model, text_or_texts, *, tokenizer=None, tags=None, la
     meta = {
         "model": str(getattr(cfg, "_name_or_path", "") or getattr(cfg, "name_or_path", "") or arch),
         "architecture": arch,
-        **_router_hints(model, n_experts, top_k),
+        **_router_hints(model, n_experts, top_k, [module for _, module in routers.values()]),
         "layers": [int(x) for x in keep],
         "layer_numbering": numbering,
         "n_model_layers": int(getattr(cfg, "num_hidden_layers", 0) or 0),
@@ -464,4 +588,5 @@ def capture_router_logits(model, text_or_texts, *, tokenizer=None, tags=None, la
         logits=logits, token_ids=token_ids,
         positions=np.concatenate([np.arange(n) for n in lengths]),
         sequence_ids=np.repeat(np.arange(len(seqs)), lengths),
-        tags=[t for t, n in zip(seq_tags, lengths) for _ in range(n)], tokens=tokens, meta=meta)
+        tags=[t for t, n in zip(seq_tags, lengths) for _ in range(n)], tokens=tokens, meta=meta,
+        bias=_gate_bias(routers, keep, numbering) if meta["router"] == "deepseek_v3" else None)

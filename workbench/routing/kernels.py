@@ -4,8 +4,20 @@ at a time, serial loops (results must not depend on thread scheduling).
 Conventions (shared with the torch reference in tests/workbench/routing/reference.py):
 
 * ``T`` tokens, ``E`` experts, ``k`` slots per token; a slot holds an expert index or -1.
-* Top-k takes the largest values; **ties go to the lower index** (lower expert index within a token, earlier
-  token within an expert). The k picks come out sorted by value, descending, ties by index.
+* Top-k over a token's experts (`topk_rows`, `group_limited_topk`, `grouped_topk`, `topk_torch_range`) returns
+  exactly what ``torch.topk`` returns on the CPU, **ties included**: the models' gates call ``torch.topk``, so a
+  replay of captured logits (bf16 logits tie often) picks the model's experts token for token. torch's CPU
+  kernel (``aten/src/ATen/native/TopKImpl.h``) runs libstdc++'s ``std::partial_sort`` of the first k when
+  ``k * 64 <= n``, else ``std::nth_element`` at ``k - 1`` then ``std::sort`` of the first ``k - 1``, with a
+  comparator on the value alone; which of several equal values wins, and in which order, is what those
+  routines leave, so `torch_topk_queue` ports them line by line. Rows whose k + 1 best values are strictly
+  decreasing (almost all rows of continuous logits) skip it: any tie rule gives the same answer there. Checked
+  against torch 2.13 on 552,000 tie-heavy rows, n = 1..300, k = 1..n, while porting; the tests
+  (tests/workbench/routing/test_ties.py) keep about 56,000 of them, n = 8..256, k = 1..8 and k = n.
+  E.g. ``[0.5, 0.5, 0.5, 0.1]``, k = 1 -> expert 1 and ``[0, 0, 0, 0]``, k = 2 -> experts [2, 3]
+  (nth_element), while with 64 or more experts k = 1 takes the first maximum (partial_sort).
+* The other selections keep **ties to the lower index**: `topk_range` (the slot order of expert choice),
+  the capacity-aware reroute (lower expert), expert choice (earlier token). Picks come out best first.
 * Slot ``(t, j)`` has the flat id ``t * k + j``. Capacity is enforced by visiting slots in a priority ``order``
   (computed in ``routers``); a slot whose expert already holds ``capacity`` slots is dropped.
 """
@@ -48,28 +60,300 @@ def topk_range(vals, lo, hi, k, out, best):
         _insert_range(vals, lo, hi, k, out, best, 0)
 
 
+# ----------------------------------------------------------------------------- torch's CPU top-k order
+#
+# torch.topk on the CPU (aten/src/ATen/native/TopKImpl.h, `topk_impl_loop`) fills a queue of (value, index)
+# pairs in index order and, with a comparator on the value alone (``a.value > b.value``), runs
+#   * ``std::partial_sort(q, q + k, q + n)`` when ``k * 64 <= n``,
+#   * else ``std::nth_element(q, q + k - 1, q + n)`` then (``sorted=True``) ``std::sort(q, q + k - 1)``;
+# the picks are ``q[:k]``. Among equal values the winners and their order are whatever libstdc++'s
+# heap select / introselect / introsort leave there. The functions below are a line-by-line port of those
+# libstdc++ routines (bits/stl_heap.h, bits/stl_algo.h) on two parallel arrays ``qv`` (values) and ``qi``
+# (indices), so the numba top-k equals torch.topk's indices exactly, ties included.
+
+
+@njit(cache=True, inline="always")
+def _qswap(qv, qi, a, b):
+    v = qv[a]
+    qv[a] = qv[b]
+    qv[b] = v
+    i = qi[a]
+    qi[a] = qi[b]
+    qi[b] = i
+
+
+@njit(cache=True)
+def _adjust_heap(qv, qi, first, hole, length, val, idx):
+    """libstdc++ ``__adjust_heap`` (then ``__push_heap``) on ``q[first:first + length]``."""
+    top = hole
+    second = hole
+    while second < (length - 1) // 2:
+        second = 2 * (second + 1)
+        if qv[first + second] > qv[first + second - 1]:
+            second -= 1
+        qv[first + hole] = qv[first + second]
+        qi[first + hole] = qi[first + second]
+        hole = second
+    if (length & 1) == 0 and second == (length - 2) // 2:
+        second = 2 * (second + 1)
+        qv[first + hole] = qv[first + second - 1]
+        qi[first + hole] = qi[first + second - 1]
+        hole = second - 1
+    parent = (hole - 1) // 2
+    while hole > top and qv[first + parent] > val:
+        qv[first + hole] = qv[first + parent]
+        qi[first + hole] = qi[first + parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    qv[first + hole] = val
+    qi[first + hole] = idx
+
+
+@njit(cache=True)
+def _pop_heap(qv, qi, first, last, result):
+    val = qv[result]
+    idx = qi[result]
+    qv[result] = qv[first]
+    qi[result] = qi[first]
+    _adjust_heap(qv, qi, first, 0, last - first, val, idx)
+
+
+@njit(cache=True)
+def _heap_select(qv, qi, first, middle, last):
+    """libstdc++ ``__heap_select``: ``make_heap(first, middle)``, then every later element that beats the heap's
+    top replaces it."""
+    length = middle - first
+    if length >= 2:
+        parent = (length - 2) // 2
+        while True:
+            _adjust_heap(qv, qi, first, parent, length, qv[first + parent], qi[first + parent])
+            if parent == 0:
+                break
+            parent -= 1
+    for i in range(middle, last):
+        if qv[i] > qv[first]:
+            _pop_heap(qv, qi, first, middle, i)
+
+
+@njit(cache=True)
+def _partial_sort(qv, qi, first, middle, last):
+    """libstdc++ ``std::partial_sort``: heap select, then ``__sort_heap``."""
+    _heap_select(qv, qi, first, middle, last)
+    while middle - first > 1:
+        middle -= 1
+        _pop_heap(qv, qi, first, middle, middle)
+
+
+@njit(cache=True)
+def _partition_pivot(qv, qi, first, last):
+    """libstdc++ ``__unguarded_partition_pivot``: median of ``first + 1``, the middle and ``last - 1`` moved to
+    ``first``, then the unguarded Hoare partition of ``[first + 1, last)`` around it; returns the cut."""
+    a = first + 1
+    b = first + (last - first) // 2
+    c = last - 1
+    if qv[a] > qv[b]:
+        if qv[b] > qv[c]:
+            _qswap(qv, qi, first, b)
+        elif qv[a] > qv[c]:
+            _qswap(qv, qi, first, c)
+        else:
+            _qswap(qv, qi, first, a)
+    elif qv[a] > qv[c]:
+        _qswap(qv, qi, first, a)
+    elif qv[b] > qv[c]:
+        _qswap(qv, qi, first, c)
+    else:
+        _qswap(qv, qi, first, b)
+    pv = qv[first]
+    lo = first + 1
+    hi = last
+    while True:
+        while qv[lo] > pv:
+            lo += 1
+        hi -= 1
+        while pv > qv[hi]:
+            hi -= 1
+        if not lo < hi:
+            return lo
+        _qswap(qv, qi, lo, hi)
+        lo += 1
+
+
+@njit(cache=True)
+def _insertion_sort(qv, qi, first, last):
+    """libstdc++ ``__insertion_sort`` (stable)."""
+    for i in range(first + 1, last):
+        val = qv[i]
+        idx = qi[i]
+        j = i
+        if val > qv[first]:
+            while j > first:
+                qv[j] = qv[j - 1]
+                qi[j] = qi[j - 1]
+                j -= 1
+        else:
+            while val > qv[j - 1]:
+                qv[j] = qv[j - 1]
+                qi[j] = qi[j - 1]
+                j -= 1
+        qv[j] = val
+        qi[j] = idx
+
+
+@njit(cache=True)
+def _lg(n):
+    r = 0
+    while n > 1:
+        n >>= 1
+        r += 1
+    return r
+
+
+@njit(cache=True)
+def _nth_element(qv, qi, first, nth, last):
+    """libstdc++ ``std::nth_element`` (``__introselect``, depth limit ``2 * lg(n)``)."""
+    if first == last or nth == last:
+        return
+    depth = 2 * _lg(last - first)
+    while last - first > 3:
+        if depth == 0:
+            _heap_select(qv, qi, first, nth + 1, last)
+            _qswap(qv, qi, first, nth)
+            return
+        depth -= 1
+        cut = _partition_pivot(qv, qi, first, last)
+        if cut <= nth:
+            first = cut
+        else:
+            last = cut
+    _insertion_sort(qv, qi, first, last)
+
+
+@njit(cache=True)
+def _std_sort(qv, qi, first, last):
+    """libstdc++ ``std::sort``: introsort down to runs of 16 (the recursion on the right part kept on a stack:
+    the parts are disjoint, so the order they are done in does not matter), then the final insertion sort."""
+    if last - first < 2:
+        return
+    stack = np.empty((2 * 64 + 4, 3), np.int64)
+    sp = 0
+    stack[0, 0] = first
+    stack[0, 1] = last
+    stack[0, 2] = 2 * _lg(last - first)
+    sp = 1
+    while sp > 0:
+        sp -= 1
+        lo = stack[sp, 0]
+        hi = stack[sp, 1]
+        depth = stack[sp, 2]
+        while hi - lo > 16:
+            if depth == 0:
+                _partial_sort(qv, qi, lo, hi, hi)
+                break
+            depth -= 1
+            cut = _partition_pivot(qv, qi, lo, hi)
+            stack[sp, 0] = cut
+            stack[sp, 1] = hi
+            stack[sp, 2] = depth
+            sp += 1
+            hi = cut
+    if last - first > 16:
+        _insertion_sort(qv, qi, first, first + 16)
+        for i in range(first + 16, last):  # __unguarded_insertion_sort
+            val = qv[i]
+            idx = qi[i]
+            j = i
+            while val > qv[j - 1]:
+                qv[j] = qv[j - 1]
+                qi[j] = qi[j - 1]
+                j -= 1
+            qv[j] = val
+            qi[j] = idx
+    else:
+        _insertion_sort(qv, qi, first, last)
+
+
+@njit(cache=True)
+def torch_topk_queue(qv, qi, n, k, ordered):
+    """Reorder the queue ``qv[:n]`` (values) / ``qi[:n]`` (their indices) exactly as torch.topk on the CPU does
+    (``largest=True``; ``sorted=ordered``), leaving its k picks in ``qi[:k]`` (best first when ``ordered``).
+
+    The algorithm of torch's ``topk_impl_loop``: ``k * 64 <= n``: ``std::partial_sort`` of the first k;
+    otherwise ``std::nth_element`` at ``k - 1`` and, when ``ordered``, ``std::sort`` of the first ``k - 1``
+    (libstdc++'s routines, ported above; the comparator looks at values only). No NaN is expected.
+    """
+    if k <= 0:
+        return
+    if k * 64 <= n:
+        _partial_sort(qv, qi, 0, k, n)
+    else:
+        _nth_element(qv, qi, 0, k - 1, n)
+        if ordered:
+            _std_sort(qv, qi, 0, k - 1)
+
+
+@njit(cache=True)
+def topk_torch_range(vals, lo, hi, k, res, buf, best, qv, qi):
+    """``res[:k]`` = ``torch.topk(vals[lo:hi], k).indices + lo`` as torch computes it on the CPU, ties included
+    (`torch_topk_queue`). Scratch: ``buf`` int64 / ``best`` float64 of size >= k + 1, ``qv`` float64 / ``qi``
+    int64 of size >= hi - lo.
+
+    Fast path: the ``k + 1`` largest values are found by insertion (`_insert_range`); when they are strictly
+    decreasing the k picks and their order are unique, whatever the tie rule, and are taken from there. Only a
+    slice with a tie among its k + 1 largest values runs torch's algorithm. ``[0.5, 0.5, 0.5, 0.1], k=1 -> [1]``,
+    ``[0, 0, 0, 0], k=2 -> [2, 3]`` (n < 64: nth_element; with 64 or more entries, k=1 takes the first maximum).
+    """
+    m = hi - lo
+    kk = min(k + 1, m)
+    _insert_range(vals, lo, hi, kk, buf, best, 0)
+    strict = True
+    for j in range(min(k, kk - 1)):
+        if not best[j] > best[j + 1]:
+            strict = False
+            break
+    if strict:
+        for j in range(k):
+            res[j] = buf[j]
+        return
+    for i in range(m):
+        qv[i] = vals[lo + i]
+        qi[i] = i
+    torch_topk_queue(qv, qi, m, k, True)
+    for j in range(k):
+        res[j] = lo + qi[j]
+
+
 @njit(cache=True)
 def topk_rows(scores, k):
-    """Row-wise `topk_row`: ``scores`` float64 [T, E] -> int32 [T, k]."""
+    """Row-wise top-k in torch's CPU order: ``scores`` float64 [T, E] -> int32 [T, k], equal to
+    ``torch.topk(torch.from_numpy(scores), k).indices`` (ties included; see `torch_topk_queue`). k = 1 scans for
+    the first maximum and the runner-up (selects rather than branches: random data mispredicts) and falls back
+    to torch's algorithm only when the maximum is tied; k > 1 uses `topk_torch_range`."""
     n, e = scores.shape
     out = np.empty((n, k), np.int32)
-    buf = np.empty(k, np.int64)
-    best = np.empty(k, np.float64)
+    res = np.empty(k, np.int64)
+    buf = np.empty(k + 1, np.int64)
+    best = np.empty(k + 1, np.float64)
+    qv = np.empty(e, np.float64)
+    qi = np.empty(e, np.int64)
     for t in range(n):
         row = scores[t]
-        if k == 1:  # argmax, first maximum (selects rather than branches: random data mispredicts)
+        if k == 1:
             bv = row[0]
             b = 0
+            sv = -np.inf
             for i in range(1, e):
                 v = row[i]
                 gt = v > bv
+                sv = max(sv, min(bv, v))
                 b = i if gt else b
                 bv = v if gt else bv
-            out[t, 0] = b
-            continue
-        topk_range(row, 0, e, k, buf, best)
+            if e == 1 or bv > sv:
+                out[t, 0] = b
+                continue
+        topk_torch_range(row, 0, e, k, res, buf, best, qv, qi)
         for j in range(k):
-            out[t, j] = buf[j]
+            out[t, j] = res[j]
     return out
 
 
@@ -338,19 +622,27 @@ def pack_chosen(chosen, probs, width):
 
 @njit(cache=True)
 def group_limited_topk(biased, k, n_groups, topk_groups):
-    """DeepSeek-V3 selection on biased scores float64 [T, E].
+    """DeepSeek-V3 selection on biased scores float64 [T, E], as the model's gate computes it with torch.topk.
 
     Group score = sum of the top-2 biased scores of its ``E / n_groups`` experts (top-1 for groups of one);
-    the ``topk_groups`` best groups (ties: lower group) are eligible; then the top-k eligible experts.
-    Returns int32 [T, k].
+    the ``topk_groups`` best groups are eligible (``torch.topk(group_scores, topk_groups)``, torch's tie order);
+    then the top-k of the row with the other groups' experts set to -inf (``torch.topk(masked, k)``, torch's
+    tie order, best first). Returns int32 [T, k]. As in `topk_torch_range`, torch's algorithm only runs where a
+    tie makes the answer depend on it (an eligible group tied with an ineligible one; a tie among the k + 1
+    best eligible experts); elsewhere the rank / insertion selection gives the same, unique answer.
     """
     n, e_total = biased.shape
     gsize = e_total // n_groups
     out = np.empty((n, k), np.int32)
     gscore = np.empty(n_groups, np.float64)
+    gidx = np.empty(n_groups, np.int64)
     eligible = np.empty(n_groups, np.bool_)
-    buf = np.empty(k, np.int64)
-    best = np.empty(k, np.float64)
+    masked = np.empty(e_total, np.float64)
+    res = np.empty(k, np.int64)
+    buf = np.empty(k + 1, np.int64)
+    best = np.empty(k + 1, np.float64)
+    qv = np.empty(e_total, np.float64)
+    qi = np.empty(e_total, np.int64)
     for t in range(n):
         row = biased[t]
         if topk_groups < n_groups:
@@ -367,22 +659,50 @@ def group_limited_topk(biased, k, n_groups, topk_groups):
                 if gsize > 1:
                     acc += v1
                 gscore[g] = acc
-            # eligible: fewer than topk_groups groups beat it (a higher score, or an equal one and lower)
+                gidx[g] = g
+            # eligible groups: the topk_groups best by rank (ties: lower group); unique unless an eligible and an
+            # ineligible group tie, and only then torch's order decides (`torch_topk_queue`, rare)
+            lo_in = np.inf
+            hi_out = -np.inf
             for g in range(n_groups):
                 sg = gscore[g]
                 rank = 0
                 for h in range(n_groups):
                     rank += (gscore[h] > sg) or (gscore[h] == sg and h < g)
                 eligible[g] = rank < topk_groups
+                if eligible[g]:
+                    lo_in = min(lo_in, sg)
+                else:
+                    hi_out = max(hi_out, sg)
+            if lo_in == hi_out:
+                torch_topk_queue(gscore, gidx, n_groups, topk_groups, False)
+                eligible[:] = False
+                for j in range(topk_groups):
+                    eligible[gidx[j]] = True
+            # top-k over the eligible experts; unique when the k + 1 best are strictly decreasing
+            m = topk_groups * gsize
+            kk = min(k + 1, m)
+            cnt = 0
+            for g in range(n_groups):
+                if eligible[g]:
+                    cnt = _insert_range(row, g * gsize, (g + 1) * gsize, kk, buf, best, cnt)
+            strict = True
+            for j in range(min(k, cnt - 1)):
+                if not best[j] > best[j + 1]:
+                    strict = False
+                    break
+            if strict:
+                for j in range(k):
+                    res[j] = buf[j]
+            else:  # torch.topk over the row with the ineligible experts at -inf
+                for g in range(n_groups):
+                    for i in range(g * gsize, (g + 1) * gsize):
+                        masked[i] = row[i] if eligible[g] else -np.inf
+                topk_torch_range(masked, 0, e_total, k, res, buf, best, qv, qi)
         else:
-            eligible[:] = True
-        # top-k over the eligible groups' experts, visited in index order (ties: lower index)
-        cnt = 0
-        for g in range(n_groups):
-            if eligible[g]:
-                cnt = _insert_range(row, g * gsize, (g + 1) * gsize, k, buf, best, cnt)
+            topk_torch_range(row, 0, e_total, k, res, buf, best, qv, qi)
         for j in range(k):
-            out[t, j] = buf[j]
+            out[t, j] = res[j]
     return out
 
 
@@ -390,38 +710,28 @@ def group_limited_topk(biased, k, n_groups, topk_groups):
 def grouped_topk(scores, k, n_groups):
     """MoGE selection: ``k / n_groups`` experts inside each of the ``n_groups`` equal expert groups.
 
-    ``scores`` float64 [T, E] -> int32 [T, k], the k picks sorted by score (ties: lower expert).
+    ``scores`` float64 [T, E] -> int32 [T, k]: per group ``torch.topk(group, k / n_groups)``, then the k picks
+    ordered as ``torch.topk(row with the unpicked experts at -inf, k)`` (torch's CPU tie order throughout).
     """
     n, e_total = scores.shape
     gsize = e_total // n_groups
     per = k // n_groups
     out = np.empty((n, k), np.int32)
-    pbuf = np.empty(per, np.int64)
-    pbest = np.empty(per, np.float64)
-    picked = np.zeros(e_total, np.bool_)
-    buf = np.empty(k, np.int64)
-    best = np.empty(k, np.float64)
+    masked = np.empty(e_total, np.float64)
+    res = np.empty(k, np.int64)
+    buf = np.empty(k + 1, np.int64)
+    best = np.empty(k + 1, np.float64)
+    qv = np.empty(e_total, np.float64)
+    qi = np.empty(e_total, np.int64)
     for t in range(n):
         row = scores[t]
-        for g in range(n_groups):
-            topk_range(row, g * gsize, (g + 1) * gsize, per, pbuf, pbest)
-            for j in range(per):
-                picked[pbuf[j]] = True
-        # the k picks best first, visited in index order (ties: lower index)
-        cnt = 0
         for i in range(e_total):
-            if not picked[i]:
-                continue
-            picked[i] = False
-            v = row[i]
-            j = cnt
-            while j > 0 and best[j - 1] < v:
-                best[j] = best[j - 1]
-                buf[j] = buf[j - 1]
-                j -= 1
-            best[j] = v
-            buf[j] = i
-            cnt += 1
+            masked[i] = -np.inf
+        for g in range(n_groups):
+            topk_torch_range(row, g * gsize, (g + 1) * gsize, per, res, buf, best, qv, qi)
+            for j in range(per):
+                masked[res[j]] = row[res[j]]
+        topk_torch_range(masked, 0, e_total, k, res, buf, best, qv, qi)
         for j in range(k):
-            out[t, j] = buf[j]
+            out[t, j] = res[j]
     return out

@@ -13,8 +13,10 @@ grouped_topk       ``k / n_groups`` experts inside each of ``n_groups`` equal gr
 capacity_aware     capacity with overflow "drop" or "reroute" to the best expert with room (capacity-aware inference)
 =================  ==========================================================================================
 
-Selection conventions (see ``kernels``): top-k ties go to the lower expert index, expert-choice ties to the earlier
-token; a token's slots come best first. Softmax routers select on the logits (the same order as the probabilities).
+Selection conventions (see ``kernels``): top-k returns what ``torch.topk`` returns on the CPU, ties included (the
+models' own gates call it, so a replay of captured logits picks the model's experts token for token); expert-choice
+ties go to the earlier token, a capacity-aware reroute's to the lower expert; a token's slots come best first.
+Softmax routers select on the logits (the same order as the probabilities).
 
 Capacity and drop policies. A slot is one (token, rank) pair. Slots are offered to their expert in a priority
 order and dropped once the expert holds ``capacity`` slots:
@@ -413,7 +415,9 @@ def deepseek_v3(logits, k: int = 2, *, bias=None, n_groups: int = 1, topk_groups
                 route_scale: float = 1.0, normalize: bool = True, backend: str = "auto") -> Routing:
     """DeepSeek-V3 gate. Scores ``s = sigmoid(logits)``; selection uses ``s + bias`` (float [E], zeros by default):
     experts split into ``n_groups`` equal groups, a group's score is the sum of its two best biased scores, only
-    the ``topk_groups`` best groups are eligible, then the top-k eligible experts. Weights come from the
+    the ``topk_groups`` best groups are eligible, then the top-k eligible experts (``torch.topk``'s order, as the
+    transformers gates ``DeepseekV3TopkRouter`` & co. compute it; `capture_router_logits` suggests this router
+    with the model's parameters and keeps each layer's bias in ``RoutingTrace.bias``). Weights come from the
     unbiased ``s``, normalised over the k (``normalize``) and times ``route_scale``. Balance the loads with
     `update_bias` (auxiliary-loss-free balancing). ``probs`` holds ``s``.
 
@@ -474,8 +478,8 @@ def null_experts(logits, k: int = 2, *, n_null: int = 1, null_logit=0.0, renorma
     real experts; softmax and top-k run over all ``E + n_null``; a null slot does nothing (assignment -1,
     weight 0), so each token uses between 0 and k real experts. ``renormalize`` divides by the sum over all k
     chosen (nulls included, as softmax-after-top-k does), so fewer real experts also means less total weight.
-    ``extra``: ``mean_real_experts``, ``null_slots`` bool [T, k], ``null_probs`` [T, n_null]. Ties go to real
-    experts (lower index).
+    ``extra``: ``mean_real_experts``, ``null_slots`` bool [T, k], ``null_probs`` [T, n_null]. Ties between real
+    and null experts fall as ``torch.topk`` breaks them over the concatenated row.
 
     ``[[1, -5]], k=2, n_null=1, null_logit=0 -> assignments [[0, -1]]`` (the second slot went to the null expert).
     """

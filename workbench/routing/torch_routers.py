@@ -10,10 +10,12 @@ batched operation.
 The results are the numba path's `Routing`, field for field (numpy arrays out, the same ``params`` and
 ``extra``), with the same conventions (``kernels``' and ``routers``' module docstrings):
 
-* top-k takes the largest values, ties to the lower index, picks sorted by value then index (`topk_indices`:
-  ``torch.topk`` finds the k-th value, ties at that threshold are taken in index order (`top_mask`), then the
-  k picks are ordered by a stable sort); expert choice takes tokens with ties to the earlier token (`top_mask`
-  along the token axis).
+* top-k takes the largest values in ``torch.topk``'s CPU order, ties included (`topk_indices`; the numba
+  kernels port that order, see ``kernels``): on the CPU it is ``torch.topk`` itself; on a GPU, where
+  ``torch.topk`` breaks ties its own way, the rows with a tie among their k + 1 best values are redone on the
+  CPU. The capacity-aware reroute and the slot order of expert choice keep ties to the lower index
+  (``ties="lowest_index"``); expert choice takes tokens with ties to the earlier token (`top_mask` along the
+  token axis).
 * softmax is max-shifted and normalised by the sum of the row's sorted exponentials (``torch.sort`` then
   ``sum``), so permuted rows tie exactly, as in the kernel.
 * capacity: slots are offered in the drop policy's priority order; a slot is kept iff fewer than ``capacity``
@@ -99,9 +101,28 @@ def top_mask(x: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
     return out
 
 
-def topk_indices(x: torch.Tensor, k: int) -> torch.Tensor:
-    """int64 [..., k]: the indices of the ``k`` largest entries along the last dim, best first, ties to the
-    lower index (`kernels.topk_row`). ``[0.1, 0.5, 0.5, 0.2], k=2 -> [1, 2]``."""
+TIES = ("torch", "lowest_index")
+
+
+def topk_indices(x: torch.Tensor, k: int, ties: str = "torch") -> torch.Tensor:
+    """int64 [..., k]: the indices of the ``k`` largest entries along the last dim, best first.
+
+    ``ties="torch"``: exactly ``torch.topk(x.cpu(), k).indices`` (`kernels.topk_rows`); on a GPU the rows whose
+    k + 1 best values hold a tie are recomputed on the CPU. ``ties="lowest_index"``: ties to the lower index
+    (the sequential argmax of the reroute). ``[0.1, 0.5, 0.5, 0.2], k=2 -> [1, 2]`` (either rule here).
+    """
+    if ties not in TIES:
+        raise RoutingError(f"ties must be one of {', '.join(map(repr, TIES))}, got {ties!r}")
+    if ties == "torch":
+        if x.device.type == "cpu":
+            return torch.topk(x, k).indices
+        m = min(k, x.shape[-1] - 1)
+        vals, idx = torch.topk(x, m + 1)
+        idx = idx[..., :k].contiguous()
+        tied = (vals[..., :m] == vals[..., 1:m + 1]).any(dim=-1) if m > 0 else None
+        if tied is not None and bool(tied.any()):
+            idx[tied] = torch.topk(x[tied].cpu(), k).indices.to(x.device)
+        return idx
     if k == 1:
         return x.argmax(dim=-1, keepdim=True)
     mask = top_mask(x, k)
@@ -192,7 +213,7 @@ def _reroute(probs, requested, kept, order, capacity: int, loads):
         serving.scatter_(1, assign[uniq].long() + 1, True)  # column 0 collects the -1s
         avail = (loads < capacity)[None, :] & ~serving[:, 1:]
         width = min(int(r.max()) + 1, n_experts)
-        ranked = topk_indices(probs[uniq].masked_fill(~avail, -_INF), width)
+        ranked = topk_indices(probs[uniq].masked_fill(~avail, -_INF), width, ties="lowest_index")
         has = r < avail.sum(dim=1)[slot_tok]
         choice = torch.where(has, ranked[slot_tok, r.clamp(max=width - 1)], torch.full_like(r, -1))
         # room check in order: the first slot whose expert is already full ends the accepted prefix
@@ -315,7 +336,7 @@ def expert_choice(logits, *, k: int = 2, capacity_factor: float = 1.0, capacity:
     per_token = chosen.sum(dim=1)
     width = max(1, int(per_token.max()))
     # each token's experts best first (ties: lower expert), -1 past the ones it got
-    idx = topk_indices(probs.masked_fill(~chosen, -1.0), width)
+    idx = topk_indices(probs.masked_fill(~chosen, -1.0), width, ties="lowest_index")
     idx = torch.where(torch.arange(width, device=x.device)[None, :] < per_token[:, None], idx,
                       torch.full_like(idx, -1))
     weights = _gather(probs, idx).cpu().numpy().astype(np.float32)
@@ -332,15 +353,16 @@ def expert_choice(logits, *, k: int = 2, capacity_factor: float = 1.0, capacity:
 
 
 def group_limited_topk(biased: torch.Tensor, k: int, n_groups: int, topk_groups: int) -> torch.Tensor:
-    """DeepSeek-V3 selection (`kernels.group_limited_topk`): a group scores the sum of its two best biased
-    scores, the ``topk_groups`` best groups (ties: lower group) are eligible, then the top-k eligible
-    experts."""
+    """DeepSeek-V3 selection (`kernels.group_limited_topk`), as the model's gate: a group scores the sum of its
+    two best biased scores, the ``topk_groups`` best groups are eligible (``torch.topk`` of the group scores),
+    then the top-k of the row with the other experts at -inf (torch's CPU tie order throughout)."""
     n, e = biased.shape
     if topk_groups < n_groups:
         groups = biased.view(n, n_groups, e // n_groups)
         best = torch.topk(groups, min(2, groups.shape[2]), dim=2).values.sum(dim=2)
-        eligible = top_mask(best, topk_groups).repeat_interleave(e // n_groups, dim=1)
-        biased = biased.masked_fill(~eligible, -_INF)
+        chosen = topk_indices(best, topk_groups)
+        eligible = torch.zeros_like(best, dtype=torch.bool).scatter_(1, chosen, True)
+        biased = biased.masked_fill(~eligible.repeat_interleave(e // n_groups, dim=1), -_INF)
     return topk_indices(biased, k)
 
 
@@ -409,7 +431,9 @@ def grouped_topk(logits, k: int = 2, *, n_groups: int = 2, renormalize: bool = F
         raise RoutingError(f"n_groups={n_groups} must divide both the {e} experts and k={k} "
                            "(every group gets k / n_groups experts per token)")
     probs = softmax(x)
-    picks = top_mask(x.view(n, n_groups, e // n_groups), k // n_groups).view(n, e)
+    groups = x.view(n, n_groups, e // n_groups)
+    per = topk_indices(groups, k // n_groups)  # torch.topk inside each group
+    picks = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, per, True).view(n, e)
     idx = topk_indices(x.masked_fill(~picks, -_INF), k)
     gate = _gather(probs, idx)
     if renormalize:

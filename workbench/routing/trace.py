@@ -12,7 +12,13 @@ sequence_ids  int32 [T]         which sequence each token belongs to
 tags          list[str] [T]     a label per token (domain, language ...); "" when unknown
 tokens        list[str] or None the token strings, when known
 meta          dict              JSON-able facts: model name, layer numbers, corpus ...
+bias          float32 [L, E]    per-layer selection bias of the model's gate (DeepSeek-V3's
+              or None           ``e_score_correction_bias``), None when the router has none
 ============  ================  ===========================================================================
+
+`RoutingTrace.router_params` gives the keyword arguments that replay layer ``i`` with the model's own router
+(``meta["router_params"]`` plus that layer's ``bias``). Files written before ``bias`` existed load with
+``bias=None``.
 
 Example::
 
@@ -58,6 +64,7 @@ class RoutingTrace:
     tags: list = field(default_factory=list)
     tokens: list | None = None
     meta: dict = field(default_factory=dict)
+    bias: np.ndarray | None = None
 
     def __post_init__(self):
         x = np.asarray(self.logits)
@@ -86,6 +93,14 @@ class RoutingTrace:
                 raise RoutingError(f"tokens must have one string per token ({n}), got {len(self.tokens)}")
         if not isinstance(self.meta, dict):
             raise RoutingError(f"meta must be a dict, got {type(self.meta).__name__}")
+        if self.bias is not None:
+            b = np.asarray(self.bias)
+            if b.shape != (self.n_layers, self.n_experts):
+                raise RoutingError(f"bias must have one value per layer and expert "
+                                   f"({self.n_layers}, {self.n_experts}), got shape {b.shape}")
+            if not np.issubdtype(b.dtype, np.number) or not np.isfinite(b).all():
+                raise RoutingError("bias must hold finite numbers")
+            self.bias = np.ascontiguousarray(b, dtype=np.float32)
 
     @property
     def n_layers(self) -> int:
@@ -109,6 +124,16 @@ class RoutingTrace:
             raise RoutingError(f"layer {index} is out of range; this trace has {self.n_layers} layers")
         return self.logits[int(index)]
 
+    def router_params(self, index: int) -> dict:
+        """Keyword arguments replaying layer ``index`` with the model's own router: ``meta["router_params"]``
+        plus, when the trace has one, that layer's ``bias`` (float64 [E]).
+        ``route(tr.layer(i), tr.meta["router"], **tr.router_params(i))``."""
+        self.layer(index)  # the range check
+        params = dict(self.meta.get("router_params") or {})
+        if self.bias is not None:
+            params["bias"] = self.bias[int(index)].astype(np.float64)
+        return params
+
     def select(self, tokens) -> RoutingTrace:
         """A new trace of some tokens, in the given order: ``tokens`` is a bool mask [T] or token indices.
         ``tr.select(np.isin(tr.sequence_ids, [0, 5]))`` keeps two sequences; meta is shared (copied)."""
@@ -126,7 +151,7 @@ class RoutingTrace:
         return RoutingTrace(logits=self.logits[:, idx], token_ids=self.token_ids[idx], positions=self.positions[idx],
                             sequence_ids=self.sequence_ids[idx], tags=[self.tags[i] for i in idx],
                             tokens=None if self.tokens is None else [self.tokens[i] for i in idx],
-                            meta=dict(self.meta))
+                            meta=dict(self.meta), bias=self.bias)
 
     def save(self, path, *, overwrite: bool = False) -> Path:
         """Write one safetensors file (arrays; tags, tokens and meta as JSON metadata). Refuses to replace an
@@ -144,7 +169,10 @@ class RoutingTrace:
                   "tokens": json.dumps(self.tokens)}
         tmp = path.with_name(path.name + ".partial")
         try:
-            save_file({k: getattr(self, k) for k in _ARRAYS}, str(tmp), metadata=header)
+            arrays = {k: getattr(self, k) for k in _ARRAYS}
+            if self.bias is not None:
+                arrays["bias"] = self.bias
+            save_file(arrays, str(tmp), metadata=header)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
@@ -165,6 +193,8 @@ class RoutingTrace:
                 if header.get("format") != FORMAT:
                     raise RoutingError(f"{path} is not a workbench routing trace (no {FORMAT!r} metadata)")
                 arrays = {k: f.get_tensor(k) for k in _ARRAYS}
+                if "bias" in f.keys():  # absent from files of traces without a gate bias (and older files)
+                    arrays["bias"] = f.get_tensor("bias")
             text = {k: json.loads(header[k]) for k in ("tags", "meta", "tokens")}
         except RoutingError:
             raise

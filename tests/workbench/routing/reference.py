@@ -5,8 +5,11 @@ Written from the documented semantics (the docstrings of ``workbench.routing.rou
 
 Conventions:
 
-* top-k: largest first; ties go to the lower expert index (key ``(-score, expert)``); expert choice picks tokens
-  with key ``(-prob, token)``.
+* top-k: largest first, in the order ``torch.topk`` gives on the CPU (the models' own gates call it; its tie
+  order is libstdc++'s partial_sort / nth_element + sort, see ``workbench.routing.kernels``): `top` calls
+  ``torch.topk`` on the row, candidates restricted by setting the others to -inf, as the gates mask. The
+  capacity-aware reroute takes the best expert with room with ties to the lower index (`lowest`), expert
+  choice picks tokens with key ``(-prob, token)`` and orders a token's slots with `lowest`.
 * softmax is max-shifted and its normaliser is an exactly rounded sum (``math.fsum``), so a token's
   probabilities do not depend on the order of its experts and permuted rows tie exactly.
 * capacity = ``max(1, ceil(capacity_factor * T * k / E))`` computed exactly with fractions.
@@ -38,6 +41,17 @@ def sigmoid(logits) -> torch.Tensor:
 
 
 def top(scores: list[float], k: int, candidates=None) -> list[int]:
+    """The k best of ``candidates`` (default all) by score, best first: ``torch.topk`` (CPU, float64) of the
+    row with every other entry at -inf, so ties come out in torch's order."""
+    x = torch.tensor(scores, dtype=torch.float64)
+    if candidates is not None:
+        keep = torch.zeros(len(scores), dtype=torch.bool)
+        keep[list(candidates)] = True
+        x = x.masked_fill(~keep, -math.inf)
+    return torch.topk(x, k).indices.tolist()
+
+
+def lowest(scores: list[float], k: int, candidates=None) -> list[int]:
     """The k best of ``candidates`` (default all) by score, ties to the lower index, best first."""
     cand = range(len(scores)) if candidates is None else candidates
     return sorted(cand, key=lambda i: (-scores[i], i))[:k]
@@ -140,7 +154,7 @@ def capacity_aware(logits, k=2, capacity_factor=1.0, capacity=None, overflow="dr
             room = [x for x in range(e) if loads[x] < cap and x not in assign[t]]
             if not room:
                 continue
-            best = top(probs[t].tolist(), 1, room)[0]
+            best = lowest(probs[t].tolist(), 1, room)[0]
             denom = sum(float(probs[t, x]) for x in requested[t]) if renormalize else 1.0
             assign[t][j] = best
             gate[t][j] = float(probs[t, best]) / denom
@@ -160,7 +174,7 @@ def expert_choice(logits, k=2, capacity_factor=1.0, capacity=None) -> dict:
     width = max(1, max(len(c) for c in chosen))
     requested = []
     for t in range(n):
-        ranked = top(probs[t].tolist(), len(chosen[t]), chosen[t])
+        ranked = lowest(probs[t].tolist(), len(chosen[t]), chosen[t])
         requested.append(ranked + [-1] * (width - len(ranked)))
     gate = [[float(probs[t, x]) if x >= 0 else 0.0 for x in row] for t, row in enumerate(requested)]
     kept = [[x >= 0 for x in row] for row in requested]
@@ -178,7 +192,7 @@ def deepseek_v3(logits, k=2, bias=None, n_groups=1, topk_groups=1, route_scale=1
         group_scores = []
         for g in range(n_groups):
             members = range(g * gsize, (g + 1) * gsize)
-            best_two = top(biased, 2, members)
+            best_two = lowest(biased, 2, members)  # only their sum matters
             group_scores.append(sum(biased[i] for i in best_two))
         groups = top(group_scores, topk_groups)
         eligible = [i for g in groups for i in range(g * gsize, (g + 1) * gsize)]
@@ -226,7 +240,8 @@ def grouped_topk(logits, k=2, n_groups=2, renormalize=False) -> dict:
     requested, gate = [], []
     for t in range(n):
         row = x[t].tolist()
-        picks = [i for g in range(n_groups) for i in top(row, per, range(g * gsize, (g + 1) * gsize))]
+        # torch.topk inside each group (on the group's own slice), then the picks best first across groups
+        picks = [g * gsize + i for g in range(n_groups) for i in top(row[g * gsize:(g + 1) * gsize], per)]
         idx = top(row, k, picks)  # best first across groups
         g = [float(probs[t, i]) for i in idx]
         if renormalize:

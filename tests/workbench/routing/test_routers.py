@@ -101,10 +101,12 @@ def test_every_router_is_covered_by_the_reference():
     assert {name for name, _ in _configs(8)} == set(ROUTER_NAMES)
 
 
-def test_ties_go_to_the_lower_expert_and_the_earlier_token():
+def test_ties_go_as_torch_topk_and_to_the_earlier_token():
+    # top-k ties: torch.topk's CPU order (was: the lower expert index, [0, 1] here)
     x = np.zeros((4, 4), np.float32)
     r = topk_softmax(x, k=2)
-    assert (r.assignments == [0, 1]).all()
+    assert (r.assignments == torch.topk(torch.zeros(4), 2).indices.numpy()).all()
+    assert (r.assignments == [2, 3]).all()
     r = capacity_topk(x, k=1, capacity=1, drop_policy="probability")
     assert r.kept[:, 0].tolist() == [True, False, False, False]
     r = capacity_topk(x, k=1, capacity=1, drop_policy="score")

@@ -139,3 +139,23 @@ def test_select_keeps_the_chosen_tokens_in_order():
     for bad in (np.zeros(6, bool), np.zeros(3, bool), np.array([7]), np.array([0.5])):
         with pytest.raises(RoutingError):
             tr.select(bad)
+
+
+def test_gate_bias_round_trip_and_older_files(tmp_path):
+    """``bias`` [L, E] (DeepSeek-V3's e_score_correction_bias) is saved and loaded; a file without it (every file
+    written before it existed) loads with ``bias=None``; a wrong shape is refused."""
+    tr = synthetic_trace(n_layers=2, n_tokens=8, n_experts=4, n_sequences=2)
+    assert tr.bias is None and tr.router_params(0) == {}
+    old = RoutingTrace.load(tr.save(tmp_path / "old.safetensors"))
+    assert old.bias is None
+    bias = np.arange(8, dtype=np.float64).reshape(2, 4) / 10
+    tr2 = RoutingTrace(logits=tr.logits, token_ids=tr.token_ids, positions=tr.positions, sequence_ids=tr.sequence_ids,
+                       meta={"router": "deepseek_v3", "router_params": {"k": 2}}, bias=bias)
+    back = RoutingTrace.load(tr2.save(tmp_path / "new.safetensors"))
+    np.testing.assert_array_equal(back.bias, bias.astype(np.float32))
+    assert back.router_params(1)["k"] == 2
+    assert back.router_params(1)["bias"].tolist() == bias[1].astype(np.float32).tolist()
+    np.testing.assert_array_equal(back.select([1, 0]).bias, back.bias)
+    with pytest.raises(RoutingError, match="bias must have one value per layer and expert"):
+        RoutingTrace(logits=tr.logits, token_ids=tr.token_ids, positions=tr.positions, sequence_ids=tr.sequence_ids,
+                     bias=np.zeros(4))
