@@ -85,6 +85,34 @@ dt = time.perf_counter() - t
 print(json.dumps({"seconds": dt, "peak_rss_mb": peak_mb(), "base_rss_mb": base}))
 """
 
+# many short documents, the way datasets arrive: one list of str, each line of the file a document
+TRAIN_DOCS_OURS = PEAK + r"""
+import json, sys, time
+from workbench.tokenization import train_bpe
+train_bpe(["warm up the kernels", "once"], 300)
+docs = open(sys.argv[1], encoding="utf-8").read().split("\n")
+t = time.perf_counter()
+tok = train_bpe(docs, int(sys.argv[2]))
+dt = time.perf_counter() - t
+json.dump([[a.decode("latin-1"), b.decode("latin-1")] for a, b in tok.merges], open(sys.argv[3], "w"))
+print(json.dumps({"seconds": dt, "count_s": tok.training_stats.seconds_count, "documents": len(docs)}))
+"""
+
+TRAIN_DOCS_HF = PEAK + r"""
+import json, sys, time
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+docs = open(sys.argv[1], encoding="utf-8").read().split("\n")
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+trainer = trainers.BpeTrainer(vocab_size=int(sys.argv[2]), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                              show_progress=False)
+t = time.perf_counter()
+tok.train_from_iterator(docs, trainer)
+dt = time.perf_counter() - t
+json.dump(json.loads(tok.to_str())["model"]["merges"], open(sys.argv[3], "w"))
+print(json.dumps({"seconds": dt}))
+"""
+
 COMPILE = r"""
 import json, time
 t = time.perf_counter()
@@ -228,6 +256,31 @@ def bench_encoding(quick: bool) -> list[dict]:
     return rows
 
 
+def bench_small_documents(workdir: Path, n_docs: int, vocab: int, repeats: int = 3) -> dict:
+    """``train_bpe(list_of_str)`` vs HF's ``train_from_iterator`` on ``n_docs`` short documents (the non-empty lines of
+    the shipped English prose, repeated), each in a fresh process, best of ``repeats``; merges compared."""
+    from workbench.data import shipped_corpora
+    from workbench.tokenization.bytelevel import bytes_to_text
+
+    lines = [line for line in shipped_corpora()["prose_en"].read_text().splitlines() if line.strip()]
+    docs = (lines * (n_docs // len(lines) + 1))[:n_docs]
+    path = workdir / "short_docs.txt"
+    path.write_text("\n".join(docs), encoding="utf-8")
+    ours = [run_child(TRAIN_DOCS_OURS, str(path), str(vocab), str(workdir / "ours.json")) for _ in range(repeats)]
+    hf = [run_child(TRAIN_DOCS_HF, str(path), str(vocab), str(workdir / "hf.json")) for _ in range(repeats)]
+    ours_merges = [[bytes_to_text(a.encode("latin-1")), bytes_to_text(b.encode("latin-1"))]
+                   for a, b in json.loads((workdir / "ours.json").read_text())]
+    hf_merges = [m.split(" ") if isinstance(m, str) else m for m in json.loads((workdir / "hf.json").read_text())]
+    row = {"documents": n_docs, "mb": round(path.stat().st_size / 1e6, 2), "vocab": vocab,
+           "ours_s": round(min(r["seconds"] for r in ours), 3), "hf_iterator_s": round(min(r["seconds"] for r in hf), 3),
+           "merges_identical": ours_merges == hf_merges}
+    row["time_ratio"] = round(row["ours_s"] / row["hf_iterator_s"], 3)
+    print(f"train {n_docs} short documents ({row['mb']} MB) vocab {vocab}: ours {row['ours_s']:.3f} s  "
+          f"HF train_from_iterator {row['hf_iterator_s']:.3f} s  ratio {row['time_ratio']:.2f}  "
+          f"merges identical: {row['merges_identical']}", flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="BPE training and encoding vs HF tokenizers and tiktoken")
     parser.add_argument("--quick", action="store_true", help="smaller corpus (1/8 of the stdlib), vocab 8k and 32k")
@@ -254,6 +307,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         files = corpora(Path(work), args.quick)
         result["training"] = bench_training(files, [8000, 32000] if args.quick else [8000, 32000, 64000])
+        result["small_documents"] = bench_small_documents(Path(work), 100_000, 8000)
     result["encoding"] = bench_encoding(args.quick)
     if args.json:
         sys.stdout = sys.__stdout__

@@ -25,7 +25,7 @@ from workbench.errors import CorpusError, TrainingError, WorkbenchError
 from workbench.tokenization import trainer_kernels as TK
 from workbench.tokenization.bytelevel import BYTE_ORDER, BYTE_RANK
 from workbench.tokenization.hashtables import capacity_for
-from workbench.tokenization.pretokenize import check_pretokenizer, split_bytes
+from workbench.tokenization.pretokenize import check_pretokenizer, split_bytes, split_documents
 from workbench.tokenization.tokenizer import Tokenizer
 
 CHUNK_BYTES = 8 << 20
@@ -191,6 +191,42 @@ class _WordCounter:
         return int(self.st[0])
 
 
+def count_documents(corpus, pretokenizer: str, counter: _WordCounter, stats: TrainingStats,
+                    counted: Callable[[int], None] = lambda n: None) -> None:
+    """Count the pre-tokenized words of ``corpus`` (as `train_bpe` reads it) into ``counter``.
+
+    Files stream in ~8 MB chunks cut where pieces end; in-memory documents are laid end to end in batches of ~8 MB
+    and split in one call (`split_documents`: no piece crosses a document end), so 100,000 short documents cost
+    what one 8 MB document does. ``counted(n_bytes)`` is called after each chunk or batch."""
+    batch: list[bytes] = []
+    batch_bytes = 0
+
+    def flush() -> None:
+        nonlocal batch, batch_bytes
+        if batch_bytes:
+            data = np.frombuffer(b"".join(batch), dtype=np.uint8)
+            ends = np.cumsum(np.fromiter((len(b) for b in batch), np.int64, len(batch)))
+            counter.add(data, split_documents(data, ends, pretokenizer))
+            counted(batch_bytes)
+        batch, batch_bytes = [], 0
+
+    for kind, item in _documents(corpus):
+        stats.documents += 1
+        if kind == "bytes":
+            batch.append(item)
+            batch_bytes += len(item)
+            if batch_bytes >= CHUNK_BYTES:
+                flush()
+            continue
+        flush()
+        for chunk in _file_chunks(item, pretokenizer):
+            if chunk:
+                data = np.frombuffer(chunk, dtype=np.uint8)
+                counter.add(data, split_bytes(data, pretokenizer))
+                counted(len(chunk))
+    flush()
+
+
 # -- training -----------------------------------------------------------------------------------------------------
 def train_bpe(
     corpus,
@@ -245,19 +281,15 @@ def train_bpe(
             raise
         if bar is not None:
             bar.total = total_bytes
-    for kind, item in _documents(corpus):
-        stats.documents += 1
-        chunks = [item] if kind == "bytes" else _file_chunks(item, pretokenizer)
-        for chunk in chunks:
-            if not chunk:
-                continue
-            data = np.frombuffer(chunk, dtype=np.uint8)
-            counter.add(data, split_bytes(data, pretokenizer))
-            stats.corpus_bytes += len(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-            if progress is not None:
-                progress(TrainingProgress("count", stats.corpus_bytes, total_bytes, time.perf_counter() - start))
+
+    def counted(n_bytes: int) -> None:
+        stats.corpus_bytes += n_bytes
+        if bar is not None:
+            bar.update(n_bytes)
+        if progress is not None:
+            progress(TrainingProgress("count", stats.corpus_bytes, total_bytes, time.perf_counter() - start))
+
+    count_documents(corpus, pretokenizer, counter, stats, counted)
     if bar is not None:
         bar.close()
     stats.pieces = counter.pieces

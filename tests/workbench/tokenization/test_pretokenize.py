@@ -20,6 +20,7 @@ from workbench.tokenization.pretokenize import (
     check_pretokenizer,
     reference_split,
     split_bytes,
+    split_documents,
     split_text,
 )
 from workbench.tokenization.unicode_classes import (
@@ -214,6 +215,30 @@ def test_hypothesis_binary(data, name):
 @given(data=tricky_bytes, name=st.sampled_from(PRETOKENIZERS))
 def test_hypothesis_mixed_bytes(data, name):
     _check_bytes(data, name)
+
+
+@FAST
+@given(docs=st.lists(st.one_of(tricky_bytes, tricky_text.map(lambda t: t.encode("utf-8"))), max_size=8),
+       name=st.sampled_from(PRETOKENIZERS))
+def test_split_documents_is_each_document_split_on_its_own(docs, name):
+    data = b"".join(docs)
+    ends = np.cumsum([len(d) for d in docs], dtype=np.int64)
+    want, start = [0], 0
+    for d in docs:
+        want += (split_bytes(d, name)[1:] + start).tolist() if d else []
+        start += len(d)
+    assert split_documents(data, ends, name).tolist() == want
+
+
+def test_split_documents_grows_its_buffer_and_rejects_bad_ends():
+    docs = [b"a b c d e f g h " * 50, b"", b"x" * 3000, b"!a" * 2000]  # one piece a byte: past the first buffer
+    data = b"".join(docs)
+    ends = np.cumsum([len(d) for d in docs])
+    got = split_documents(data, ends, "gpt2")
+    assert len(got) - 1 == 401 + 1 + 4000 and got[-1] == len(data)
+    for bad in ([5, 3, len(data)], [10], [len(data) + 1]):
+        with pytest.raises(ConfigurationError, match="doc_ends"):
+            split_documents(data, np.array(bad), "gpt2")
 
 
 @settings(max_examples=200, deadline=None)

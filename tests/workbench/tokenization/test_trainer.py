@@ -90,6 +90,21 @@ def test_streamed_files_train_like_in_memory_text(tmp_path, monkeypatch, prose, 
     assert from_file.training_stats.corpus_bytes == len(text.encode())
 
 
+def test_many_short_documents_train_in_batches_with_hf_merges(monkeypatch, prose, parallel_docs):
+    """In-memory documents are split in batches (one scan each, no piece across a document end): the merges equal
+    HF's on 20,000 short documents (empty ones included), whatever the batch size."""
+    lines = [line for doc in [prose, *parallel_docs] for line in doc.splitlines()]
+    docs = (lines * (20000 // len(lines) + 1))[:20000]
+    whole = train_bpe(docs, 1500)
+    assert whole.training_stats.documents == 20000
+    assert whole.merges == hf_merges(docs, 1500)
+    monkeypatch.setattr(trainer_module, "CHUNK_BYTES", 4096)  # hundreds of batches
+    assert train_bpe(docs, 1500).merges == whole.merges
+    for name in ("smollm2", "superword", "tekken"):  # the other scanners, and the regex fallback
+        assert train_bpe(docs[:3000], 400, pretokenizer=name).merges == reference_train(
+            pieces_of(docs[:3000], name), 400)
+
+
 def test_invalid_utf8_trains_and_round_trips():
     data = b"caf\xc3\xa9 \xff\xfe broken \xc3 bytes \xe2\x82 " * 50
     tok = train_bpe([data], 300)
