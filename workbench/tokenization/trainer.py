@@ -161,12 +161,15 @@ class _WordCounter:
         self.st = np.zeros(2, np.int64)
         self.pieces = 0
 
-    def add(self, data: np.ndarray, bounds: np.ndarray) -> None:
-        self.pieces += len(bounds) - 1
+    def add(self, data: np.ndarray, bounds: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Count the pieces ``data[bounds[k]:bounds[k + 1]]``, each once or ``weights[k]`` times."""
+        weighted = weights is not None
+        w = np.ascontiguousarray(weights, dtype=np.int64) if weighted else np.ones(1, np.int64)
+        self.pieces += int(w.sum()) if weighted else len(bounds) - 1
         k = 0
         while True:
-            k = TK.count_words(data, bounds, k, self.w_hash, self.w_slot, self.w_off, self.w_len, self.w_count,
-                               self.arena, self.st)
+            k = TK.add_words(data, bounds, w, weighted, k, self.w_hash, self.w_slot, self.w_off, self.w_len,
+                             self.w_count, self.arena, self.st)
             if k == len(bounds) - 1:
                 return
             n_words, used = int(self.st[0]), int(self.st[1])
@@ -189,6 +192,36 @@ class _WordCounter:
     @property
     def n_words(self) -> int:
         return int(self.st[0])
+
+    def table(self) -> WordTable:
+        """The counted words as a compact `WordTable` (copies)."""
+        n, used = self.n_words, int(self.st[1])
+        return WordTable(self.arena[:used].copy(), self.w_len[:n].copy(), self.w_count[:n].copy(), self.pieces)
+
+    def add_table(self, table: WordTable) -> None:
+        """Add another counter's words with their counts."""
+        if len(table.lengths):
+            bounds = np.zeros(len(table.lengths) + 1, np.int64)
+            np.cumsum(table.lengths, out=bounds[1:])
+            pieces = self.pieces
+            self.add(table.arena, bounds, table.counts)
+            self.pieces = pieces + table.pieces
+
+
+@dataclass
+class WordTable:
+    """Unique words and their counts, compact: the words laid end to end in ``arena`` (uint8), their ``lengths`` and
+    ``counts`` (int64 [n_words]), and how many ``pieces`` (occurrences) they stand for. What a Dask worker sends
+    back instead of the text it counted."""
+
+    arena: np.ndarray
+    lengths: np.ndarray
+    counts: np.ndarray
+    pieces: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.arena.nbytes + self.lengths.nbytes + self.counts.nbytes)
 
 
 def count_documents(corpus, pretokenizer: str, counter: _WordCounter, stats: TrainingStats,
@@ -227,6 +260,31 @@ def count_documents(corpus, pretokenizer: str, counter: _WordCounter, stats: Tra
     flush()
 
 
+def _count_with_client(client, corpus, pretokenizer: str, counter: _WordCounter, stats: TrainingStats,
+                       counted: Callable[[int], None]) -> None:
+    """`count_documents` with the corpus's files counted on a Dask cluster (in-memory documents count here)."""
+    from workbench.distributed import require_distributed
+    from workbench.tokenization.dask_count import count_on_cluster
+
+    require_distributed()
+    files, texts = [], []
+    for kind, item in _documents(corpus):
+        (files if kind == "file" else texts).append(item)
+    if texts:
+        count_documents(texts, pretokenizer, counter, stats, counted)
+    if files:
+        last = [0]
+
+        def progress(done: int, total: int, done_bytes: int) -> None:
+            counted(done_bytes - last[0])
+            last[0] = done_bytes
+
+        table, figures = count_on_cluster(client, files, pretokenizer, progress=progress)
+        counter.add_table(table)
+        stats.documents += len(files)
+        stats.extra["distributed"] = figures
+
+
 # -- training -----------------------------------------------------------------------------------------------------
 def train_bpe(
     corpus,
@@ -239,6 +297,7 @@ def train_bpe(
     show_progress: bool = False,
     name: str = "trained",
     initial: Tokenizer | None = None,
+    client=None,
 ) -> Tokenizer:
     """Train a byte-level BPE tokenizer.
 
@@ -251,6 +310,11 @@ def train_bpe(
     ``initial``: a tokenizer trained here to continue from. Its merges are kept (same ids, same order) and each word of
     ``corpus`` starts from its encoding under them instead of from bytes; ``pretokenizer`` may differ from the one
     ``initial`` used, which is how SuperBPE's second stage lifts whitespace pre-tokenization.
+
+    ``client``: a Dask ``distributed.Client`` (`workbench.distributed.connect`; the ``distributed`` extra): the corpus's
+    files are counted on its workers, in ranges, and only their word tables travel back
+    (`workbench.tokenization.dask_count`); in-memory documents are counted here. The merge list is identical to
+    training in one process. ``training_stats.extra["distributed"]`` holds the cluster's figures.
     """
     pretokenizer = check_pretokenizer(pretokenizer)
     specials = list(dict.fromkeys(special_tokens))
@@ -289,7 +353,10 @@ def train_bpe(
         if progress is not None:
             progress(TrainingProgress("count", stats.corpus_bytes, total_bytes, time.perf_counter() - start))
 
-    count_documents(corpus, pretokenizer, counter, stats, counted)
+    if client is None:
+        count_documents(corpus, pretokenizer, counter, stats, counted)
+    else:
+        _count_with_client(client, corpus, pretokenizer, counter, stats, counted)
     if bar is not None:
         bar.close()
     stats.pieces = counter.pieces

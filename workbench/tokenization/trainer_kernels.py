@@ -27,6 +27,13 @@ def count_words(data, bounds, k0, w_hash, w_slot, w_off, w_len, w_count, arena, 
     ``st = [n_words, arena_used]``. Returns the index of the first piece not counted: ``len(bounds) - 1`` when done,
     less when the table or arena needs to grow (the caller grows them and calls again from there).
     """
+    return add_words(data, bounds, bounds[:1], False, k0, w_hash, w_slot, w_off, w_len, w_count, arena, st)
+
+
+@njit(cache=True)
+def add_words(data, bounds, weights, weighted, k0, w_hash, w_slot, w_off, w_len, w_count, arena, st):
+    """`count_words` where piece ``k`` counts ``weights[k]`` times when ``weighted`` (merging word tables: the pieces
+    are another table's words, the weights its counts), once otherwise."""
     cap = w_hash.shape[0]
     mask = cap - 1
     n_pieces = bounds.shape[0] - 1
@@ -36,6 +43,7 @@ def count_words(data, bounds, k0, w_hash, w_slot, w_off, w_len, w_count, arena, 
         n = end - start
         if 2 * (st[0] + 1) > cap or st[0] >= w_off.shape[0] or st[1] + n > arena.shape[0]:
             return k
+        add = weights[k] if weighted else 1
         h = hash_bytes(data, start, end) | np.uint64(1)
         slot = np.int64(h & np.uint64(mask))
         found = False
@@ -43,7 +51,7 @@ def count_words(data, bounds, k0, w_hash, w_slot, w_off, w_len, w_count, arena, 
             if w_hash[slot] == h:
                 w = w_slot[slot]
                 if w_len[w] == n and bytes_equal(arena, w_off[w], data, start, n):
-                    w_count[w] += 1
+                    w_count[w] += add
                     found = True
                     break
             slot = (slot + 1) & mask
@@ -53,7 +61,7 @@ def count_words(data, bounds, k0, w_hash, w_slot, w_off, w_len, w_count, arena, 
             w_slot[slot] = w
             w_off[w] = st[1]
             w_len[w] = n
-            w_count[w] = 1
+            w_count[w] = add
             for j in range(n):
                 arena[st[1] + j] = data[start + j]
             st[0] += 1
