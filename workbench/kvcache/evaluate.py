@@ -169,13 +169,19 @@ class QualitySweep:
 
 def quality_sweep(text: str | None, policies: Sequence, budgets: Sequence, *, model=None, tokenizer=None,
                   decode_steps: int | None = 64, trace: KVTrace | None = None, passkey: PasskeyResult | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> QualitySweep:
+                  progress: Callable[[int, int], None] | None = None, client=None) -> QualitySweep:
     """`evaluate` every policy at every budget on one capture (the full-cache pass is shared).
 
     ``passkey`` (a `PasskeyResult` over the same policies/budgets) fills the table's passkey column.
-    ``progress(done, total)`` is called after each evaluation."""
+    ``progress(done, total)`` is called after each evaluation. ``client``: a Dask client
+    (`workbench.distributed.connect`): the capture is made here and sent to every worker once, each worker loads the
+    default model once, and the (policy, budget) points run there; the table equals the local one up to float32
+    rounding (torch's thread count on a worker may differ from here)."""
     import pandas as pd
 
+    if client is not None and (model is not None or tokenizer is not None):
+        raise KVCacheError("with a Dask client the workers load the default model; pass model=None (and a trace "
+                           "captured with the default model)")
     runner = runner_for(model, tokenizer)
     if trace is None:
         if text is None:
@@ -183,20 +189,50 @@ def quality_sweep(text: str | None, policies: Sequence, budgets: Sequence, *, mo
         trace = capture(text, runner, decode_steps=decode_steps)
     if not policies or not budgets:
         raise KVCacheError("give at least one policy and one budget")
-    out = []
-    total = len(policies) * len(budgets)
-    done = 0
+    points = []  # (policy, budget, how many table cells it stands for)
     for p in policies:
         pol = make_policy(p)
-        for b in budgets[:1] if pol.kind == "full" else budgets:
+        points += [(pol, budgets[0], len(budgets))] if pol.kind == "full" else [(pol, b, 1) for b in budgets]
+    total = len(policies) * len(budgets)
+    if client is None:
+        out, done = [], 0
+        for pol, b, cells in points:
             out.append(_quality(runner, trace, replay(trace, pol, b, metrics=False)))
-            done += 1 if pol.kind != "full" else len(budgets)
+            done += cells
             if progress is not None:
                 progress(done, total)
+    else:
+        out = _sweep_on_cluster(client, trace, points, total, progress)
     table = pd.DataFrame([q.row() for q in out])
     table["passkey"] = np.nan
     sweep = QualitySweep(table=table, qualities=out, trace=trace)
     return sweep if passkey is None else sweep.with_passkey(passkey)
+
+
+def _sweep_point(trace: KVTrace, policy, budget) -> Quality:
+    """One (policy, budget) point of a sweep on a Dask worker, with the worker's own default model."""
+    from workbench.kvcache.capture_runner import default_runner
+
+    return _quality(default_runner(), trace, replay(trace, policy, budget, metrics=False))
+
+
+def _sweep_on_cluster(client, trace: KVTrace, points, total: int, progress) -> list[Quality]:
+    from dataclasses import replace
+
+    from workbench.distributed import require_distributed
+
+    distributed = require_distributed()
+    shipped = client.scatter(replace(trace, _cache={}), broadcast=True)  # once per worker, without local caches
+    futures = [client.submit(_sweep_point, shipped, pol, b, pure=False) for pol, b, _ in points]
+    cells = {f.key: c for f, (_, _, c) in zip(futures, points)}
+    done = 0
+    for fut in distributed.as_completed(futures):
+        if fut.status == "error":
+            fut.result()
+        done += cells[fut.key]
+        if progress is not None:
+            progress(done, total)
+    return client.gather(futures)
 
 
 # -- passkey retrieval -------------------------------------------------------------------------------------------

@@ -50,6 +50,32 @@ def test_quality_sweep_table(kv_trace):
     assert h2o.kl.iloc[0] > h2o.kl.iloc[1]  # 16 tokens lose more than 64
 
 
+def test_quality_sweep_on_a_dask_cluster_equals_the_local_sweep(kv_text):
+    """Two worker processes, each with its own default model: the same table (up to float32 rounding: a worker's
+    torch runs on one thread), the progress counted in table cells."""
+    pytest.importorskip("distributed")
+    from workbench.distributed import connect
+
+    kv_trace = capture(kv_text[:600], decode_steps=12)  # ~130 tokens: a masked pass is cheap
+    policies, budgets = ["full", "tova", "snapkv"], [32, 64]
+    local = quality_sweep(None, policies, budgets, trace=kv_trace)
+    client = connect(workers=2)
+    try:
+        seen = []
+        dist = quality_sweep(None, policies, budgets, trace=kv_trace, client=client,
+                             progress=lambda d, t: seen.append((d, t)))
+        with pytest.raises(KVCacheError, match="default model"):
+            quality_sweep(None, policies, budgets, trace=kv_trace, client=client, model=object())
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    assert seen[-1] == (6, 6)
+    assert list(dist.table.policy) == list(local.table.policy) and list(dist.table.budget) == list(local.table.budget)
+    for col in ("kept_fraction", "ppl_full", "ppl", "kl", "top1", "kv_mb"):
+        np.testing.assert_allclose(dist.table[col], local.table[col], rtol=1e-4, atol=1e-6, err_msg=col)
+
+
 def test_passkey_probe_full_cache_finds_the_key():
     res = passkey_probe(["full", "window"], [16], depths=(0.5,), trials=1, n_filler=6)
     t = res.table
