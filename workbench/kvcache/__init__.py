@@ -11,12 +11,12 @@ from workbench.kvcache.evaluate import (
     passkey_probe,
     quality_sweep,
 )
-from workbench.kvcache.policies import POLICY_NAMES, SPECS, Policy, make_policy, resolve_budget
+from workbench.kvcache.policies import POLICY_NAMES, SPECS, Policy, describe_policy, make_policy, resolve_budget
 from workbench.kvcache.replay import Retention, compare_policies, replay
 from workbench.kvcache.trace import KVTrace, model_signature
 
 __all__ = [
     "POLICY_NAMES", "SPECS", "KVTrace", "PasskeyResult", "Quality", "QualitySweep", "capture_ids", "evaluate",
     "passkey_probe", "quality_sweep", "ModelRunner", "Policy", "Retention", "capture", "compare_policies",
-    "default_runner", "make_policy", "model_signature", "replay", "resolve_budget",
+    "default_runner", "describe_policy", "make_policy", "model_signature", "replay", "resolve_budget",
 ]

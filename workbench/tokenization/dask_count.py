@@ -70,11 +70,11 @@ def plan_units(paths, pretokenizer: str, n_workers: int, range_bytes: int | None
         if pretokenizer != "none" and size > range_bytes:
             units += [[(path, a, min(size, a + range_bytes))] for a in range(0, size, range_bytes)]
             continue
-        run.append((path, 0, size))
-        run_bytes += size
-        if run_bytes >= range_bytes:
+        if run and run_bytes + size > range_bytes:  # close the run rather than overshoot the unit size
             units.append(run)
             run, run_bytes = [], 0
+        run.append((path, 0, size))
+        run_bytes += size
     if run:
         units.append(run)
     return units
