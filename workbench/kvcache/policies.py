@@ -211,7 +211,7 @@ def describe_policy(name) -> str:
     """What ``name`` does, the official code it follows and where we differ (one paragraph)."""
     spec = make_policy(name).spec
     text = f"{make_policy(name).name}: {spec.description}. Follows: {spec.official or 'n/a'}."
-    return text + (f" Differs: {spec.differences}." if spec.differences else "")
+    return text + (f" Differs: {spec.differences.rstrip('.')}." if spec.differences else "")
 
 
 def resolve_budget(budget, n_prefill: int, n_tokens: int) -> int:
