@@ -25,7 +25,8 @@ tova           eviction   decode    attention of the latest query, averaged over
 snapkv         eviction   prefill   votes of the last ``window`` prefill queries, pooled (``kernel``, ``pooling``:
                                     the official 64, 5, "avg")
 pyramidkv      eviction   prefill   SnapKV scores, per-layer budgets falling linearly with depth (``beta``)
-adakv          eviction   prefill   SnapKV scores, one budget of H x budget shared by a layer's heads (``floor``)
+adakv          eviction   prefill   SnapKV scores, one budget of H x budget shared by a layer's heads (``floor``:
+                                    the fraction of a head's share it keeps whatever the others score)
 kvcrush        eviction   prefill   ``base`` policy keeps (1 - ``fraction``); the rest are representatives chosen
                                     by head-behaviour binary signatures
 quest          selection  -         pages of ``page`` tokens ranked by a min/max key bound on q.k
@@ -110,8 +111,10 @@ SPECS: dict[str, PolicySpec] = {
     "adakv": PolicySpec("eviction", {"phase": "prefill", **_SNAP, "floor": 0.2},
                         "SnapKV scores, budget shared across a layer's heads",
                         official="FFY0/AdaKV adaptive_snapkv/monkeypatch/snapkv_utils.py (AdaptiveSnapKVCluster)",
-                        differences="the SnapKV conventions above; the floor is a fraction of each head's share "
-                                    "(floor_alpha)"),
+                        differences="head capacities exactly as the official rule (round(c_h (1 - floor) + "
+                                    "int(share floor)), c_h = head h's entries among the layer's top H x share "
+                                    "scores); window, kernel and pooling default to SnapKV's official 64 / 5 / avg "
+                                    "(AdaKV's cluster defaults to 32 / 7 / max); the SnapKV GQA convention"),
     "kvcrush": PolicySpec("eviction", {"phase": "prefill", **_SNAP, "base": "snapkv", "fraction": 0.25,
                                        "anchor": "mean"},
                           "base policy + representatives by head-behaviour signatures",

@@ -188,28 +188,32 @@ def _prefill_then_append(trace, kept_prefill, kept_l):
     kept_l[:, :, n:] = (pos[None, :] <= (n + np.arange(trace.n_steps))[:, None])[None]
 
 
+def adakv_capacities(scores: np.ndarray, share: int, floor_ratio: float) -> np.ndarray:
+    """AdaKV's per-head capacities (``AdaptiveSnapKVCluster.update_kv``): ``c_h`` = how many of the layer's best
+    ``H x share`` (head, position) scores are head ``h``'s, then ``round(c_h (1 - floor_ratio) + int(share x
+    floor_ratio))`` (round half to even, as torch.round). ``scores`` [H, P] -> int64 [H]."""
+    h, p = scores.shape
+    top = np.argsort(-scores.ravel(), kind="stable")[: h * share]
+    counts = np.bincount(top // p, minlength=h)
+    return np.minimum(np.round(counts * (1.0 - floor_ratio) + int(share * floor_ratio)).astype(np.int64), p)
+
+
 def _adakv_layer(trace, li, policy, budget, kept_l):
-    """AdaKV: the layer's heads share H x (budget - window) context slots; each head first gets ``floor`` of its
-    share by its own ranking, the rest go to the highest scores across heads. The window is kept by every head."""
+    """AdaKV: every head keeps the window and its own best ``adakv_capacities`` context positions (the layer's
+    H x (budget - window) slots shared out by score, ``floor`` of each head's share guaranteed)."""
     prm = policy.params
     h, n = trace.n_kv_heads, trace.n_prefill
     window = _check_window(trace, policy, budget)
     scores = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])[:, : n - window]
     keep = np.zeros((h, n), bool)
     keep[:, n - window:] = True
-    share = budget - window
     if n <= budget:
         keep[:] = True
     else:
-        floor = int(float(prm["floor"]) * share)
+        caps = adakv_capacities(scores, budget - window, float(prm["floor"]))
         order = np.argsort(-scores, axis=1, kind="stable")
         for hh in range(h):
-            keep[hh, order[hh, :floor]] = True
-        rest = np.where(keep[:, : n - window], -np.inf, scores).ravel()
-        extra = h * share - h * floor
-        if extra > 0:
-            top = np.argsort(-rest, kind="stable")[:extra]
-            keep[top // (n - window), top % (n - window)] = True
+            keep[hh, order[hh, : caps[hh]]] = True
     _prefill_then_append(trace, keep, kept_l)
     return budget
 

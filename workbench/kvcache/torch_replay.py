@@ -43,7 +43,7 @@ import torch
 from workbench.errors import KVCacheError
 from workbench.kvcache import scores as SC
 from workbench.kvcache.policies import Policy, pyramid_budgets
-from workbench.kvcache.replay import _check_window
+from workbench.kvcache.replay import _check_window, adakv_capacities
 from workbench.kvcache.trace import KVTrace
 
 _INF = float("inf")
@@ -253,16 +253,12 @@ def _adakv(trace, lis, policy, budget, device):
         scores = torch.from_numpy(np.stack([
             SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])[:, :prefix] for li in lis
         ])).to(device)
-        floor = int(float(prm["floor"]) * share)
+        caps = torch.from_numpy(np.stack([adakv_capacities(sc, share, float(prm["floor"]))
+                                          for sc in scores.cpu().numpy()])).to(device)          # [L, H]
         order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
-        keep[..., :prefix].scatter_(-1, order[..., :floor], True)
-        extra = h * share - h * floor
-        if extra > 0:
-            rest = torch.where(keep[..., :prefix], -_INF, scores).reshape(len(lis), h * prefix)
-            top = torch.sort(rest, dim=-1, descending=True, stable=True).indices[:, :extra]
-            flat = keep[..., :prefix].reshape(len(lis), h * prefix)
-            flat.scatter_(-1, top, True)
-            keep[..., :prefix] = flat.reshape(len(lis), h, prefix)
+        rank = torch.empty_like(order)
+        rank.scatter_(-1, order, torch.arange(prefix, device=device).expand_as(order))
+        keep[..., :prefix] = rank < caps[..., None]
     return _prefill_then_append(keep, n, s, t)
 
 

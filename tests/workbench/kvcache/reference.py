@@ -254,9 +254,9 @@ def compressed_context(trace, context_keep: np.ndarray) -> np.ndarray:
 
 
 def adakv_layer(trace, li: int, policy, budget: int) -> np.ndarray:
-    """AdaKV: every head keeps the window; the layer's H x (budget - window) other slots go first ``floor`` x
-    share to each head by its own ranking, then to the best remaining scores of any head (ties: head, then
-    position)."""
+    """AdaKV as FFY0/AdaKV's AdaptiveSnapKVCluster: head h's capacity is round(c_h (1 - floor) + int(share floor))
+    where c_h counts head h's entries among the layer's best H x share scores (ties: head, then position); each
+    head keeps its best positions up to that capacity, plus the window."""
     prm = policy.params
     n, n_heads = trace.n_prefill, trace.n_kv_heads
     window = prm["window"] or default_window(budget, trace.obs_window, trace.n_prefill)
@@ -268,16 +268,13 @@ def adakv_layer(trace, li: int, policy, budget: int) -> np.ndarray:
         keep[:] = True
         return compressed_context(trace, keep)
     share = budget - window
-    floor = int(float(prm["floor"]) * share)
-    chosen = set()
+    alpha = float(prm["floor"])
+    ranked = sorted((-sc[h, i], h, i) for h in range(n_heads) for i in range(prefix))[: n_heads * share]
     for h in range(n_heads):
-        for i in top_positions(sc[h], range(prefix), floor):
-            chosen.add((h, i))
-    others = [(h, i) for h in range(n_heads) for i in range(prefix) if (h, i) not in chosen]
-    others.sort(key=lambda hi: (-sc[hi[0], hi[1]], hi[0], hi[1]))
-    chosen.update(others[: n_heads * share - n_heads * floor])
-    for h, i in chosen:
-        keep[h, i] = True
+        count = sum(1 for _, hh, _ in ranked if hh == h)
+        capacity = min(prefix, round(count * (1 - alpha) + int(share * alpha)))  # round half to even
+        for i in top_positions(sc[h], range(prefix), capacity):
+            keep[h, i] = True
     return compressed_context(trace, keep)
 
 

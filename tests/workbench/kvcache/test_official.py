@@ -142,6 +142,29 @@ def test_pyramidkv_keeps_what_kvcache_factory_keeps(trace):
             assert set(np.flatnonzero(kept[li, h, 0, :n])) == want, f"layer {li} head {h}"
 
 
+# --------------------------------------- AdaKV: FFY0/AdaKV adaptive_snapkv/monkeypatch/snapkv_utils.py
+
+
+def test_adakv_keeps_what_the_adaptive_snapkv_cluster_keeps(trace):
+    """`AdaptiveSnapKVCluster.update_kv`: window-mean attention pooled per head, the layer's top H x base_capacity
+    scores decide each head's capacity round(c_h (1 - floor_alpha) + floor_capacity), each head keeps its best."""
+    budget, window, alpha, n = 96, 64, 0.2, trace.n_prefill
+    kept = _ours(trace, "adakv", budget)
+    for li in range(trace.n_layers):
+        sums = torch.from_numpy(trace.obs_votes_heads[li, :, : n - window].astype(np.float64))[None] / window
+        pooled = F.avg_pool1d(sums, kernel_size=5, padding=2, stride=1)[0]
+        attn_score = pooled.view(trace.n_kv_heads, trace.group_size, -1).mean(1)          # kvpress's GQA rule
+        base_capacity = budget - window
+        floor_capacity = int(base_capacity * alpha)
+        sorted_score, sorted_index = attn_score.sort(dim=-1, descending=True, stable=True)
+        top = torch.topk(sorted_score.reshape(-1), k=trace.n_kv_heads * base_capacity).indices // (n - window)
+        counts = torch.zeros(trace.n_kv_heads, dtype=torch.int64).scatter_add_(0, top, torch.ones_like(top))
+        capacity = torch.round(counts * (1 - alpha) + floor_capacity).int()
+        for h in range(trace.n_kv_heads):
+            want = set(sorted_index[h, : capacity[h]].tolist()) | set(range(n - window, n))
+            assert set(np.flatnonzero(kept[li, h, 0, :n])) == want, f"layer {li} head {h}"
+
+
 # ------------------------------------------ StreamingLLM: mit-han-lab/streaming-llm streaming_llm/kv_cache.py
 
 
