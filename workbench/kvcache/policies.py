@@ -122,9 +122,15 @@ SPECS: dict[str, PolicySpec] = {
                           differences="anchor and grouping as the paper describes them; the base policy's own "
                                       "conventions"),
     "quest": PolicySpec("selection", {"page": 16}, "page min/max key bounds", True,
-                        official="mit-han-lab/Quest quest/models/QuestAttention.py (page bounds, top-k pages)",
-                        differences="per KV head, the bound is the max over its query group; only complete pages "
-                                    "are ranked, the last partial page is always kept"),
+                        official="mit-han-lab/Quest evaluation/quest_attention.py (sign-based page bound, "
+                                 "local_heavy_hitter_mask)",
+                        differences="the same page bound, sum_d max(q_d min_d, q_d max_d); but the official code "
+                                    "selects per query head, ranks the partial last page too, takes at least 3 "
+                                    "pages and leaves layers 0-1 dense, while we select per KV head (the bound is "
+                                    "the max over its query group: a cache is per KV head), rank complete pages "
+                                    "only and always keep the partial last page (the current token), in every "
+                                    "layer. Not transcribed in test_official.py: its per-query-head sets do not fit "
+                                    "a per-KV-head cache"),
     "tokenselect": PolicySpec("selection", {}, "per-head soft voting over q.k", True,
                               official="paper (TokenSelect): per-head softmax votes summed",
                               differences="one selection shared by the layer's KV heads, as the paper's kernel"),
