@@ -147,6 +147,19 @@ class _WaitingTab(pn.viewable.Viewer):
         return self._layout
 
 
+def _cluster_line() -> str:
+    """A line for the header when a Dask client is connected (``workbench serve --workers N``): its dashboard link."""
+    from workbench.distributed import current_client, dashboard_link
+
+    client = current_client()
+    if client is None:
+        return ""
+    workers = len(client.scheduler_info().get("workers", {}))
+    link = dashboard_link(client)
+    return (f"  \nRunning on a Dask cluster of {workers} workers (KV quality sweeps fan out to it)"
+            + (f": [Dask dashboard]({link})" if link else "") + ".")
+
+
 def create_app(background: bool | None = None) -> pn.viewable.Viewable:
     """The whole dashboard as a Panel layout (a header and one tab per lab).
 
@@ -160,7 +173,7 @@ def create_app(background: bool | None = None) -> pn.viewable.Viewable:
         background = bool(pn.state.served)
     header = pn.pane.Markdown(
         "# Token Workbench\nTokenizers, MoE routing, speculative decoding and KV caches, computed live on real "
-        "data and a real model (SmolLM2-135M-Instruct).",
+        "data and a real model (SmolLM2-135M-Instruct)." + _cluster_line(),
         margin=(0, 10),
     )
     if not background:

@@ -1,6 +1,6 @@
 """The ``workbench`` command.
 
-    workbench serve [--port 5006] [--address localhost] [--show]   the dashboard
+    workbench serve [--port 5006] [--address localhost] [--show] [--workers N | --scheduler ADDRESS]   the dashboard
     workbench info [--json]                                         versions, threading, CUDA, model, cache
     workbench prepare                                               model cache and compiled kernels, now
     workbench bpe train CORPUS... --vocab-size N / bpe encode FILE  byte-level BPE (see cli_bpe.py)
@@ -56,6 +56,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # the slow one-time work (model, kernels, default traces) runs in the background: the server answers at once,
     # each tab shows what it waits for and goes live when its part is ready (the tab opened first goes first)
+    if args.scheduler or args.workers:
+        from workbench.distributed import cluster_summary, connect
+
+        client = connect(args.scheduler, workers=args.workers)  # the process's default client: the labs use it
+        print(f"[workbench] {cluster_summary(client)}", file=sys.stderr, flush=True)
     warmup = shared_warmup().start()
     origins = {f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}", *args.allow_origin}
     url = f"http://{args.address}:{args.port}{args.prefix.rstrip('/')}/"
@@ -134,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--prefix", default="", help="URL prefix when served behind a proxy (e.g. /user/x/workbench)")
     serve.add_argument("--allow-origin", action="append", default=[], metavar="HOST:PORT",
                        help="extra websocket origin to accept (e.g. behind a proxy); repeatable")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="use this Dask scheduler's workers for KV quality "
+                       "sweeps (the distributed extra); the header links its dashboard")
+    where.add_argument("--workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
     serve.set_defaults(func=cmd_serve)
 
     info = sub.add_parser("info", help="versions, numba threading layer, CUDA, default model and cache")

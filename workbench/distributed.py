@@ -48,6 +48,26 @@ def connect(address: str | None = None, *, workers: int | None = None, timeout: 
     return distributed.Client(cluster)
 
 
+def current_client():
+    """The process's default Dask client (the last one created, e.g. by `connect` or ``workbench serve
+    --workers N``), or None when there is none or the extra is not installed."""
+    try:
+        import distributed
+    except ImportError:
+        return None
+    try:
+        return distributed.Client.current(allow_global=True)
+    except ValueError:
+        return None
+
+
+def cluster_summary(client) -> str:
+    """One line for a user: how many workers, and where the Dask dashboard is."""
+    workers = len(client.scheduler_info().get("workers", {}))
+    link = dashboard_link(client)
+    return f"Dask cluster: {workers} worker{'s' if workers != 1 else ''}" + (f", dashboard {link}" if link else "")
+
+
 def dashboard_link(client) -> str | None:
     """The URL of the cluster's Dask dashboard (a Bokeh app of its own), or None when it has none."""
     return getattr(client, "dashboard_link", None) or None

@@ -42,3 +42,22 @@ def test_cli_scheduler_flag_fails_in_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "cannot reach the Dask scheduler" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_dashboard_header_links_the_connected_clusters_dashboard():
+    pytest.importorskip("distributed")
+    from widgets.dashboard import _cluster_line
+    from workbench.distributed import cluster_summary, connect, current_client
+
+    assert current_client() is None and _cluster_line() == ""
+    client = connect(workers=1)
+    try:
+        assert current_client() is client
+        line = _cluster_line()
+        assert "Dask cluster of 1 workers" in line and f"[Dask dashboard]({client.dashboard_link})" in line
+        assert cluster_summary(client) == f"Dask cluster: 1 worker, dashboard {client.dashboard_link}"
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    assert current_client() is None

@@ -20,6 +20,7 @@ from widgets.kvcache_lab.compare import PolicyCompare
 from widgets.kvcache_lab.quality import QualityVsBudget
 from widgets.kvcache_lab.retention import RetentionMap
 from widgets.kvcache_lab.text import EvictedText
+from workbench.distributed import current_client
 from workbench.errors import KVCacheError, WorkbenchError
 from workbench.kvcache import POLICY_NAMES, KVTrace, capture, passkey_probe, quality_sweep
 
@@ -313,7 +314,7 @@ class KVCacheLab(WorkbenchView):
                     probe = passkey_probe(policies, budgets, trials=1, progress=progress)
                     self.quality_status = "quality sweep …"
                 result["sweep"] = quality_sweep(None, policies, budgets, trace=trace, passkey=probe,
-                                                progress=progress)
+                                                progress=progress, client=current_client())
             except WorkbenchError as exc:
                 result["error"] = f"⚠ {exc}"
             seconds = time.perf_counter() - t0
