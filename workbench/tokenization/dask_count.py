@@ -1,8 +1,9 @@
 """Counting a corpus's words on a Dask cluster, for `train_bpe(..., client=...)`.
 
-Files are grouped or cut into units of a few MB (`plan_units`), large files into byte ranges at the same safe points the local trainer cuts its
-stream at (`trainer._safe_cut`: a space after a printable ASCII character; a newline for ``"superword"``; whole files
-for ``"none"``), so every range is counted on a worker with the same Numba kernels and no piece crosses a range.
+Files are grouped into units of a few MB (`plan_units`), and large files cut into byte ranges at the same safe points
+the local trainer cuts its stream at (`trainer._safe_cut`: a space after a printable ASCII character; a newline for
+``"superword"``; whole files for ``"none"``), so every unit is counted on a worker with the same Numba kernels and no
+piece crosses a range.
 Each worker sends back a `WordTable` (its unique words and their counts), never the text; tables are merged pairwise
 in a tree on the workers as they arrive, and only the final table travels to the client, where the merges are
 computed once, as HF tokenizers does across threads. The merge list is the same as counting in one process: the
@@ -96,7 +97,7 @@ def count_unit(unit: list[tuple], pretokenizer: str) -> T.WordTable:
 def count_range(path: str, start: int, end: int, pretokenizer: str) -> T.WordTable:
     """Count the words of the bytes of ``path`` from the first safe cut at or after ``start`` to the first at or
     after ``end`` (whole file for ``"none"``), streamed in chunks as the local trainer streams a file. Runs on a
-    worker; returns its `WordTable` (with ``pieces`` and, in ``bytes_counted``, the bytes it read)."""
+    worker; returns its `WordTable` (``pieces`` and ``bytes_counted`` included)."""
     counter = T._WordCounter()
     try:
         handle = open(path, "rb")
@@ -138,7 +139,7 @@ def merge_tables(a: T.WordTable, b: T.WordTable) -> T.WordTable:
     counter.add_table(a)
     counter.add_table(b)
     out = counter.table()
-    out.bytes_counted = getattr(a, "bytes_counted", 0) + getattr(b, "bytes_counted", 0)
+    out.bytes_counted = a.bytes_counted + b.bytes_counted
     return out
 
 

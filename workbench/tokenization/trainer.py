@@ -211,13 +211,14 @@ class _WordCounter:
 @dataclass
 class WordTable:
     """Unique words and their counts, compact: the words laid end to end in ``arena`` (uint8), their ``lengths`` and
-    ``counts`` (int64 [n_words]), and how many ``pieces`` (occurrences) they stand for. What a Dask worker sends
-    back instead of the text it counted."""
+    ``counts`` (int64 [n_words]), how many ``pieces`` (occurrences) they stand for and how many ``bytes_counted``
+    of text. What a Dask worker sends back instead of the text it counted."""
 
     arena: np.ndarray
     lengths: np.ndarray
     counts: np.ndarray
     pieces: int = 0
+    bytes_counted: int = 0
 
     @property
     def nbytes(self) -> int:
