@@ -42,10 +42,11 @@ def connect(address: str | None = None, *, workers: int | None = None, timeout: 
         raise DistributedError(f"a local cluster needs at least 1 worker, got {workers}")
     import logging
 
-    cluster = distributed.LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                       silence_logs=logging.ERROR)
-    return distributed.Client(cluster)
+    try:  # the client starts (and on close() stops) its own LocalCluster
+        return distributed.Client(n_workers=int(workers), threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+    except (OSError, TimeoutError, RuntimeError) as exc:
+        raise DistributedError(f"could not start a local Dask cluster of {workers} workers: {exc}") from None
 
 
 def current_client():

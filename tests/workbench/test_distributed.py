@@ -57,7 +57,5 @@ def test_the_dashboard_header_links_the_connected_clusters_dashboard():
         assert "Dask cluster of 1 workers" in line and f"[Dask dashboard]({client.dashboard_link})" in line
         assert cluster_summary(client) == f"Dask cluster: 1 worker, dashboard {client.dashboard_link}"
     finally:
-        cluster = client.cluster
         client.close()
-        cluster.close()
     assert current_client() is None

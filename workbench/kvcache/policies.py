@@ -250,7 +250,8 @@ def pyramid_budgets(budget: int, window: int, n_layers: int, beta: float, layers
     ``base = budget - window``, a context shorter than ``2 * base`` keeps ``budget`` in every layer (plain SnapKV);
     otherwise ``lo = base // beta``, ``hi = 2 * base - lo`` (when ``hi >= n_prefill - window``: ``hi = n_prefill -
     window`` and ``lo = 2 * base - hi``), ``step = (hi - lo) // (n_layers - 1)``, and layer ``l`` keeps
-    ``hi - l * step`` context positions plus the window (never fewer than the window). Their mean over the layers
+    ``hi - l * step`` context positions plus the window (never fewer than the window, never more than the
+    context). Their mean over the layers
     is ``budget`` up to the integer steps (at most ``(n_layers - 1) / 2`` above).
 
     >>> pyramid_budgets(64, 8, 30, 20, [0, 29], 1000)
@@ -265,4 +266,6 @@ def pyramid_budgets(budget: int, window: int, n_layers: int, beta: float, layers
         hi = int(n_prefill) - int(window)
         lo = 2 * base - hi
     step = (hi - lo) // max(1, int(n_layers) - 1)
-    return [max(0, hi - int(layer) * step) + int(window) for layer in layers]
+    # (a window larger than base can make the step negative: budgets past the context then keep everything, as
+    # the official code does; they are reported as the context)
+    return [min(max(0, hi - int(layer) * step) + int(window), int(n_prefill)) for layer in layers]

@@ -48,6 +48,10 @@ def tova_layer_scores(trace: KVTrace, li: int) -> np.ndarray:
         raise KVCacheError("this trace has no per-query-head attention (it was saved before attn_heads existed): "
                            "capture the text again for the layer-wide TOVA, or use make_policy('tova', "
                            "heads='per_kv_head')")
+    want = (trace.n_layers, trace.n_query_heads, trace.n_steps + 1, trace.n_tokens)
+    if trace.attn_heads.shape != want:
+        raise KVCacheError(f"this trace's attn_heads has shape {trace.attn_heads.shape}, expected {want} (layers, "
+                           "query heads, decode steps + 1, tokens): the file is damaged; capture the text again")
     out = np.zeros(trace.n_tokens)
     row = trace.f32("attn_heads", li)[:, 0, : trace.n_prefill]
     out[: trace.n_prefill] = row.sum(axis=0, dtype=np.float64) / row.shape[0]

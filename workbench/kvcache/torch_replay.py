@@ -21,9 +21,10 @@ logits). On an x86 CPU the logits are the same too: torch's matmul (MKL) sums in
 as the numba path's FASA and HISA kernels do (`dots`); TokenSelect's numba logits come from numpy's BLAS, whose
 order differs for ~2% of them by an ulp, which the softmax votes absorb (no differing cell seen). One
 sum is not in the kernel's order: H2O/TOVA renormalise each step's attention by its float64 sum over the cache
-(``Tensor.sum``, a different association than the kernel's left-to-right loop); TOVA's ranking cannot change
-(one divisor per row), H2O's accumulated scores could differ in the last bit, which decides nothing unless two
-scores tie to ~1e-16. The stacked float32 attention is cached on the trace (per device) like `KVTrace.f32`.
+(``Tensor.sum``, a different association than the kernel's left-to-right loop); the head-wise TOVA's ranking
+cannot change (one divisor per row); H2O's accumulated scores and the layer-wide TOVA's (a sum over query heads of
+attention renormalised head by head) could differ in the last bit, which decides nothing unless two scores tie to
+~1e-16 (no differing cell in the benchmark's 1.5 billion). The stacked float32 attention is cached on the trace (per device) like `KVTrace.f32`.
 
 Example::
 

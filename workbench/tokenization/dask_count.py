@@ -115,13 +115,19 @@ def count_range(path: str, start: int, end: int, pretokenizer: str) -> T.WordTab
         remaining = b - a
         carry = b""
         cut_at = T._CUTS.get(pretokenizer, T._safe_cut)
+        if pretokenizer == "none":  # the whole file is one piece, as the local trainer reads it
+            whole = handle.read()
+            if whole:
+                data = np.frombuffer(whole, dtype=np.uint8)
+                counter.add(data, T.split_bytes(data, pretokenizer))
+            remaining = 0
         while remaining > 0 or carry:
             block = handle.read(min(T.CHUNK_BYTES, remaining)) if remaining > 0 else b""
             remaining -= len(block)
             chunk = carry + block
             if not chunk:
                 break
-            cut = len(chunk) if remaining <= 0 or pretokenizer == "none" else cut_at(chunk)
+            cut = len(chunk) if remaining <= 0 else cut_at(chunk)
             if cut == 0:
                 carry = chunk
                 continue
@@ -166,22 +172,27 @@ def count_on_cluster(client, paths, pretokenizer: str, *, range_bytes: int | Non
     counts = [client.submit(count_unit, unit, pretokenizer, pure=False) for unit in units]
     unit_bytes = {f.key: sum(b - a for _, a, b in unit) for f, unit in zip(counts, units)}
     ready = as_completed(counts)
+    del counts  # only `ready` and the merge tree hold the futures: a merged table is freed on the workers
     waiting, done, done_bytes, merges, table_bytes = None, 0, 0, 0, 0
-    for fut in ready:                       # a tree of pairwise merges, on the workers, as results arrive
-        if fut.status == "error":
-            fut.result()                    # the worker's exception, raised here
-        if fut.key in unit_bytes:
-            done += 1
-            done_bytes += unit_bytes[fut.key]
-            table_bytes += int(client.nbytes(keys=[fut.key], summary=False).get(fut.key, 0))
-            if progress is not None:
-                progress(done, len(units), done_bytes)
-        if waiting is None:
-            waiting = fut
-            continue
-        ready.add(client.submit(merge_tables, waiting, fut, pure=False))
-        merges += 1
-        waiting = None
+    try:
+        for fut in ready:                   # a tree of pairwise merges, on the workers, as results arrive
+            if fut.status == "error":
+                fut.result()                # the worker's exception, raised here
+            if fut.key in unit_bytes:
+                done += 1
+                done_bytes += unit_bytes[fut.key]
+                table_bytes += int(client.nbytes(keys=[fut.key], summary=False).get(fut.key, 0))
+                if progress is not None:
+                    progress(done, len(units), done_bytes)
+            if waiting is None:
+                waiting = fut
+                continue
+            ready.add(client.submit(merge_tables, waiting, fut, pure=False))
+            merges += 1
+            waiting = None
+    except BaseException:
+        client.cancel(list(ready.futures) + ([waiting] if waiting is not None else []))  # stop the rest
+        raise
     if waiting is None:
         return T._WordCounter().table(), {"units": 0, "merges_on_workers": 0, "worker_bytes_sent": 0,
                                           "count_table_bytes": 0, "final_table_bytes": 0, "seconds": 0.0}

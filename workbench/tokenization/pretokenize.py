@@ -646,7 +646,8 @@ def split_documents(data, doc_ends, pretokenizer: str) -> np.ndarray:
     name = check_pretokenizer(pretokenizer)
     arr = _as_bytes_array(data)
     ends = np.ascontiguousarray(doc_ends, dtype=np.int64)
-    if ends.ndim != 1 or (ends.size and (ends[-1] != arr.shape[0] or ends[0] < 0 or (np.diff(ends) < 0).any())):
+    if ends.ndim != 1 or (ends.size == 0 and arr.shape[0] > 0) or (
+            ends.size and (ends[-1] != arr.shape[0] or ends[0] < 0 or (np.diff(ends) < 0).any())):
         raise ConfigurationError("doc_ends must be the non-decreasing end offsets of the documents, the last equal to "
                                  "len(data).")
     if arr.shape[0] == 0:

@@ -150,6 +150,11 @@ def test_a_trace_saved_before_attn_heads_loads_and_says_what_the_layer_wide_tova
                                   replay(kv_trace, make_policy("tova", heads="per_kv_head"), 64).kept)
     with pytest.raises(KVCacheError, match="capture the text again.*per_kv_head"):
         replay(back, "tova", 64)
+    from dataclasses import replace
+
+    damaged = replace(kv_trace, attn_heads=kv_trace.attn_heads[:, :, :3], _cache={})
+    with pytest.raises(KVCacheError, match="attn_heads has shape .* damaged"):
+        replay(damaged, "tova", 64)
 
 
 def test_generate_makes_greedy_tokens_the_decode_steps():

@@ -352,6 +352,8 @@ def test_pyramid_budgets_follow_kvcache_factorys_integer_rule():
             assert budget <= np.mean(got) <= budget + 29 / 2
         else:                             # a short context: plain SnapKV in every layer
             assert got == [budget] * 30
+    # a window larger than budget - window makes the official step negative: budgets stop at the context
+    assert pyramid_budgets(100, 64, 30, 20, [0, 29], 80) == [80, 80]
 
 
 # ---------------------------------------------------------------------------------------- Quest's page bound

@@ -27,8 +27,8 @@ def client():
     c = connect(workers=2)
     yield c
     cluster = c.cluster
-    c.close()
-    cluster.close()
+    c.close()  # the client owns its LocalCluster: closing it stops the workers
+    assert cluster.status.name == "closed"
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +108,14 @@ def test_in_memory_documents_count_on_the_client_and_mix_with_files(client):
     docs = ["def f(x):\n    return x + 1\n" * 20, "class A:\n    pass\n"]
     local = train_bpe([*paths, *docs], 700)
     assert train_bpe([*paths, *docs], 700, client=client).merges == local.merges
+
+
+def test_a_range_of_none_counts_the_whole_file_as_one_word_whatever_the_chunk_size(tmp_path, monkeypatch):
+    path = tmp_path / "one.txt"
+    path.write_bytes(b"no pre-tokenizer: the whole file is one piece " * 100)
+    monkeypatch.setattr(T, "CHUNK_BYTES", 1000)
+    table = D.count_range(str(path), 0, path.stat().st_size, "none")
+    assert _as_dict(table) == {path.read_bytes(): 1} and table.bytes_counted == path.stat().st_size
 
 
 def test_word_tables_merge_like_counting_once():

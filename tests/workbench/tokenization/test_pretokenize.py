@@ -236,7 +236,7 @@ def test_split_documents_grows_its_buffer_and_rejects_bad_ends():
     ends = np.cumsum([len(d) for d in docs])
     got = split_documents(data, ends, "gpt2")
     assert len(got) - 1 == 401 + 1 + 4000 and got[-1] == len(data)
-    for bad in ([5, 3, len(data)], [10], [len(data) + 1]):
+    for bad in ([5, 3, len(data)], [10], [len(data) + 1], []):
         with pytest.raises(ConfigurationError, match="doc_ends"):
             split_documents(data, np.array(bad), "gpt2")
 
