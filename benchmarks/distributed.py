@@ -13,13 +13,14 @@ fetched) against the corpus size. Merges are checked identical.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _output import emit, quiet_if  # (before its folder leaves the path, below)
 
 ROOT = Path(__file__).resolve().parents[1]
 # this file is named like Dask's module: keep its folder off the path so that "import distributed" finds Dask's
@@ -69,8 +70,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the 31.5 MB corpus and 3 copies (~95 MB)")
     parser.add_argument("--json", action="store_true", help="only print the JSON line")
     args = parser.parse_args()
-    if args.json:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - progress lines silenced; JSON to the real stdout
+    quiet_if(args.json)
     import dask
     import distributed
 
@@ -100,11 +100,7 @@ def main() -> None:
             result["rows"].append(_row(f"stdlib x {copies} ({copies} files)", big, client))
     finally:
         client.close()
-    out = ROOT / "benchmarks" / "results" / f"distributed{'_quick' if args.quick else ''}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    if args.json:
-        sys.stdout = sys.__stdout__
-    print(json.dumps(result))
+    emit(result, "distributed", quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ Results also go to benchmarks/results/kvcache.json (kvcache_quick.json with --qu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from _output import emit, quiet_if
 from _threads import limit_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,8 +273,7 @@ def main() -> None:
                              "machine, 2-thread pools oversubscribe the cores; 0 leaves the libraries' defaults)")
     args = parser.parse_args()
     limit_threads(args.threads)  # before numpy / torch / numba start their pools
-    if args.json:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence progress lines; JSON goes to the real stdout
+    quiet_if(args.json)
     import numba
     import torch
 
@@ -297,12 +296,7 @@ def main() -> None:
     result["step"] = bench_step(32768, [1024, 8192], 50 if args.quick else 200)
     total = result["replay"]["totals"]["all"]
     result["target_numba_5x_faster"] = total["ratio"] >= 5.0
-    out = ROOT / "benchmarks" / "results" / ("kvcache_quick.json" if args.quick else "kvcache.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    if args.json:
-        sys.stdout = sys.__stdout__
-    print(json.dumps(result))
+    emit(result, "kvcache", quick=args.quick)
 
 
 if __name__ == "__main__":

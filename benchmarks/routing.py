@@ -35,7 +35,6 @@ Results also go to benchmarks/results/routing.json (routing_quick.json with --qu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -43,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+from _output import emit, quiet_if
 from _threads import limit_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,9 +151,7 @@ def main() -> None:
                         help="timed calls per backend and case (default 7; 15 with --quick)")
     args = parser.parse_args()
     limit_threads(args.threads)  # before numpy / torch / numba start their pools
-    if args.json:
-        # silence the progress lines; the JSON goes to the real stdout
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    quiet_if(args.json)
     import numba
     import torch
 
@@ -193,13 +191,7 @@ def main() -> None:
         "summary": summary,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    if not args.only:  # a partial run does not replace the recorded results
-        out = ROOT / "benchmarks" / "results" / ("routing_quick.json" if args.quick else "routing.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
-    if args.json:
-        sys.stdout = sys.__stdout__
-    print(json.dumps(result))
+    emit(result, "routing", quick=args.quick, save=not args.only)  # a partial run does not replace the results
 
 
 if __name__ == "__main__":

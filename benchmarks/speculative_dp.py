@@ -29,7 +29,6 @@ benchmarks/results/speculative_dp.json (speculative_dp_quick.json with --quick).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -37,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from _output import emit, quiet_if
 from _threads import limit_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,8 +119,7 @@ def main() -> None:
                         help="Python runs per row (default 3; 1 with --quick)")
     args = parser.parse_args()
     limit_threads(args.threads)
-    if args.json:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    quiet_if(args.json)
     import numba
     import numpy as np
 
@@ -154,12 +153,7 @@ def main() -> None:
         "summary": summary,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    out = ROOT / "benchmarks" / "results" / ("speculative_dp_quick.json" if args.quick else "speculative_dp.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    if args.json:
-        sys.stdout = sys.__stdout__
-    print(json.dumps(result))
+    emit(result, "speculative_dp", quick=args.quick)
 
 
 if __name__ == "__main__":

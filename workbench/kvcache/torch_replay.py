@@ -181,8 +181,25 @@ def _tova_layers(trace, lis, budget, device):
     n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
     score = torch.from_numpy(np.stack([SC.tova_layer_scores(trace, li) for li in lis])).to(device)   # [L, T]
     heads = _layer_stack(trace, "attn_heads", lis, device).double()                                # [L, Q, S+1, T]
-    kept = torch.zeros((len(lis), s, t), dtype=torch.bool, device=device)
-    in_cache = torch.zeros((len(lis), t), dtype=torch.bool, device=device)
+
+    def update(score, in_cache, step):
+        a = torch.where(in_cache[:, None, :], heads[:, :, step + 1], 0.0)                          # [L, Q, T]
+        mass = a.sum(-1, keepdim=True)
+        share = (a / torch.where(mass <= 0.0, 1.0, mass)).sum(1) / a.shape[1]
+        return torch.where(in_cache, share, score)
+
+    kept = _decode_evict(score, n, s, budget, 0, 1, update)
+    return kept[:, None].expand(len(lis), h, s, t).clone(), [budget] * len(lis), 0
+
+
+def _decode_evict(score, n: int, s: int, budget: int, sinks: int, recent: int, update=None) -> torch.Tensor:
+    """Decode-phase eviction of every row of ``score`` [R, T] (float64): each step adds its position and, past
+    ``budget``, evicts the lowest-scored positions outside the ``sinks`` and the ``recent`` newest (the kernels'
+    `evict_head`); ``update(score, in_cache, step)`` returns the scores after the step (None: static scores).
+    Returns kept [R, S, T]."""
+    rows, t = score.shape
+    kept = torch.zeros((rows, s, t), dtype=torch.bool, device=score.device)
+    in_cache = torch.zeros((rows, t), dtype=torch.bool, device=score.device)
     in_cache[:, :n] = True
     size = n
     for step in range(s):
@@ -190,14 +207,12 @@ def _tova_layers(trace, lis, budget, device):
         in_cache[:, p] = True
         size += 1
         if size > budget:
-            evict_lowest(score, in_cache, size - budget, 0, p)
+            evict_lowest(score, in_cache, size - budget, sinks, max(sinks, p - recent + 1))
             size = budget
         kept[:, step] = in_cache
-        a = torch.where(in_cache[:, None, :], heads[:, :, step + 1], 0.0)                          # [L, Q, T]
-        mass = a.sum(-1, keepdim=True)
-        share = (a / torch.where(mass <= 0.0, 1.0, mass)).sum(1) / a.shape[1]
-        score = torch.where(in_cache, share, score)
-    return kept[:, None].expand(len(lis), h, s, t).clone(), [budget] * len(lis), 0
+        if update is not None:
+            score = update(score, in_cache, step)
+    return kept
 
 
 def _evict(trace, lis, policy, budget, device, rng_for):
@@ -222,22 +237,14 @@ def _evict(trace, lis, policy, budget, device, rng_for):
         evict = top_mask(-score[:, :n], cand.expand(n_l * h, n), (n - row_budget).clamp(min=0))
         return _prefill_then_append(~evict, n, s, t).reshape(n_l, h, s, t), budgets, sinks
 
-    attn = _layer_stack(trace, "attn", lis, device).reshape(n_l * h, s, t) if mode else None
-    kept = torch.zeros((n_l * h, s, t), dtype=torch.bool, device=device)
-    in_cache = torch.zeros((n_l * h, t), dtype=torch.bool, device=device)
-    in_cache[:, :n] = True
-    size = n
-    for step in range(s):
-        p = n + step
-        in_cache[:, p] = True
-        size += 1
-        if size > budget:
-            evict_lowest(score, in_cache, size - budget, sinks, max(sinks, p - recent + 1))
-            size = budget
-        kept[:, step] = in_cache
-        if mode:
-            score = update_scores(score, in_cache, attn[:, step], mode)
-    return kept.reshape(n_l, h, s, t), budgets, sinks
+    update = None
+    if mode:
+        attn = _layer_stack(trace, "attn", lis, device).reshape(n_l * h, s, t)
+
+        def update(score, in_cache, step):
+            return update_scores(score, in_cache, attn[:, step], mode)
+
+    return _decode_evict(score, n, s, budget, sinks, recent, update).reshape(n_l, h, s, t), budgets, sinks
 
 
 def _adakv(trace, lis, policy, budget, device):

@@ -50,6 +50,18 @@ def _insert_range(vals, lo, hi, k, out, best, cnt):
 
 
 @njit(cache=True)
+def _take_if_unique(buf, best, cnt, k, res):
+    """When the ``cnt`` best values found by `_insert_range` are strictly decreasing over the first k + 1, the k
+    picks and their order are the same under every tie rule: copy them to ``res`` and return True."""
+    for j in range(min(k, cnt - 1)):
+        if not best[j] > best[j + 1]:
+            return False
+    for j in range(k):
+        res[j] = buf[j]
+    return True
+
+
+@njit(cache=True)
 def topk_range(vals, lo, hi, k, out, best):
     """Write into ``out[:k]`` the indices of the ``k`` largest of ``vals[lo:hi]`` (indices into ``vals``;
     ties: lower index), best first; ``best`` is float64 scratch of size >= k (no allocation per token).
@@ -306,14 +318,7 @@ def topk_torch_range(vals, lo, hi, k, res, buf, best, qv, qi):
     m = hi - lo
     kk = min(k + 1, m)
     _insert_range(vals, lo, hi, kk, buf, best, 0)
-    strict = True
-    for j in range(min(k, kk - 1)):
-        if not best[j] > best[j + 1]:
-            strict = False
-            break
-    if strict:
-        for j in range(k):
-            res[j] = buf[j]
+    if _take_if_unique(buf, best, kk, k, res):
         return
     for i in range(m):
         qv[i] = vals[lo + i]
@@ -686,15 +691,8 @@ def group_limited_topk(biased, k, n_groups, topk_groups):
             for g in range(n_groups):
                 if eligible[g]:
                     cnt = _insert_range(row, g * gsize, (g + 1) * gsize, kk, buf, best, cnt)
-            strict = True
-            for j in range(min(k, cnt - 1)):
-                if not best[j] > best[j + 1]:
-                    strict = False
-                    break
-            if strict:
-                for j in range(k):
-                    res[j] = buf[j]
-            else:  # torch.topk over the row with the ineligible experts at -inf
+            if not _take_if_unique(buf, best, cnt, k, res):
+                # torch.topk over the row with the ineligible experts at -inf
                 for g in range(n_groups):
                     for i in range(g * gsize, (g + 1) * gsize):
                         masked[i] = row[i] if eligible[g] else -np.inf
