@@ -80,6 +80,15 @@ def missing_on_workers(client, paths) -> list[str]:
     return sorted({p for found in checked.values() for p in found})
 
 
+def check_readable(client, paths) -> None:
+    """A `DistributedError` naming the paths some worker of ``client`` cannot read, before any work is sent."""
+    missing = missing_on_workers(client, paths)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DistributedError(f"the Dask workers cannot read {shown}: a cluster's workers must see the corpus "
+                               "files at the same paths as the client (a shared file system)")
+
+
 def _unreadable(paths: list[str]) -> list[str]:
     import os
 

@@ -1,7 +1,7 @@
 """Counting a corpus's words on a Dask cluster, for `train_bpe(..., client=...)`.
 
-Files are grouped into units of a few MB (`plan_units`), and large files cut into byte ranges at the same safe points
-the local trainer cuts its stream at (`trainer._safe_cut`: a space after a printable ASCII character; a newline for
+Files are grouped into units of a few MB (`ranges.plan_units`), and large files cut into byte ranges at the same safe
+points the local trainer cuts its stream at (`trainer._safe_cut`: a space after a printable ASCII character; a newline for
 ``"superword"``; whole files for ``"none"``), so every unit is counted on a worker with the same Numba kernels and no
 piece crosses a range.
 Each worker sends back a `WordTable` (its unique words and their counts), never the text; tables are merged pairwise
@@ -15,14 +15,12 @@ A worker that dies mid-count loses only its running tasks; Dask runs them again 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from workbench.errors import DistributedError
 from workbench.tokenization import trainer as T
-
-RANGE_BYTES = 64 << 20
+from workbench.tokenization.ranges import plan_units, range_chunks
 
 
 def _register_sizeof() -> None:
@@ -36,49 +34,6 @@ try:
     _register_sizeof()
 except ImportError:  # pragma: no cover - dask is optional; this module is only used with it
     pass
-
-
-def _is_cut(data: bytes, i: int, pretokenizer: str) -> bool:
-    """Whether ``data[i]`` starts a place the stream may be cut (see `trainer._safe_cut` / `_line_cut`)."""
-    mark = 0x0A if pretokenizer == "superword" else 0x20
-    return data[i] == mark and 0x21 <= data[i - 1] <= 0x7E
-
-
-def first_cut(handle, pos: int, size: int, pretokenizer: str, block: int = 1 << 20) -> int:
-    """The first safe cut at or after byte ``pos`` of the open file (``size`` bytes): its offset, or ``size``."""
-    if pos <= 0:
-        return 0
-    while pos < size:
-        handle.seek(pos - 1)
-        data = handle.read(block + 1)
-        for i in range(1, len(data)):
-            if _is_cut(data, i, pretokenizer):
-                return pos - 1 + i
-        pos += block
-    return size
-
-
-def plan_units(paths, pretokenizer: str, n_workers: int, range_bytes: int | None = None) -> list[list[tuple]]:
-    """Work units of about ``range_bytes`` each (default: the corpus over 4 units per worker, between 1 and 64 MB):
-    runs of whole small files, or one byte range of a large file (the worker moves both ends to the next safe cut;
-    ``"none"`` keeps files whole). Each unit is a list of (path, start, end)."""
-    sizes = [(str(p), Path(p).stat().st_size) for p in paths]
-    total = sum(size for _, size in sizes)
-    if range_bytes is None:
-        range_bytes = int(min(RANGE_BYTES, max(1 << 20, total // max(1, 4 * n_workers))))
-    units, run, run_bytes = [], [], 0
-    for path, size in sizes:
-        if pretokenizer != "none" and size > range_bytes:
-            units += [[(path, a, min(size, a + range_bytes))] for a in range(0, size, range_bytes)]
-            continue
-        if run and run_bytes + size > range_bytes:  # close the run rather than overshoot the unit size
-            units.append(run)
-            run, run_bytes = [], 0
-        run.append((path, 0, size))
-        run_bytes += size
-    if run:
-        units.append(run)
-    return units
 
 
 def count_unit(unit: list[tuple], pretokenizer: str) -> T.WordTable:
@@ -96,46 +51,16 @@ def count_unit(unit: list[tuple], pretokenizer: str) -> T.WordTable:
 
 def count_range(path: str, start: int, end: int, pretokenizer: str) -> T.WordTable:
     """Count the words of the bytes of ``path`` from the first safe cut at or after ``start`` to the first at or
-    after ``end`` (whole file for ``"none"``), streamed in chunks as the local trainer streams a file. Runs on a
-    worker; returns its `WordTable` (``pieces`` and ``bytes_counted`` included)."""
+    after ``end`` (whole file for ``"none"``; see `ranges.range_chunks`), streamed in chunks as the local trainer
+    streams a file. Runs on a worker; returns its `WordTable` (``pieces`` and ``bytes_counted`` included)."""
     counter = T._WordCounter()
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise DistributedError(f"a worker cannot read {path!r}: {exc.strerror or exc}; the workers must see the "
-                               "corpus files at the same paths as the client") from None
-    with handle:
-        size = handle.seek(0, 2)
-        if pretokenizer == "none":
-            a, b = 0, size
-        else:
-            a = first_cut(handle, start, size, pretokenizer)
-            b = size if end >= size else first_cut(handle, end, size, pretokenizer)
-        handle.seek(a)
-        remaining = b - a
-        carry = b""
-        cut_at = T._CUTS.get(pretokenizer, T._safe_cut)
-        if pretokenizer == "none":  # the whole file is one piece, as the local trainer reads it
-            whole = handle.read()
-            if whole:
-                data = np.frombuffer(whole, dtype=np.uint8)
-                counter.add(data, T.split_bytes(data, pretokenizer))
-            remaining = 0
-        while remaining > 0 or carry:
-            block = handle.read(min(T.CHUNK_BYTES, remaining)) if remaining > 0 else b""
-            remaining -= len(block)
-            chunk = carry + block
-            if not chunk:
-                break
-            cut = len(chunk) if remaining <= 0 else cut_at(chunk)
-            if cut == 0:
-                carry = chunk
-                continue
-            data = np.frombuffer(chunk[:cut], dtype=np.uint8)
-            counter.add(data, T.split_bytes(data, pretokenizer))
-            carry = chunk[cut:]
+    counted = 0
+    for chunk in range_chunks(path, start, end, pretokenizer, T.CHUNK_BYTES, error=DistributedError):
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        counter.add(data, T.split_bytes(data, pretokenizer))
+        counted += len(chunk)
     table = counter.table()
-    table.bytes_counted = b - a
+    table.bytes_counted = counted
     return table
 
 
@@ -158,13 +83,9 @@ def count_on_cluster(client, paths, pretokenizer: str, *, range_bytes: int | Non
     finish. Paths the workers cannot read are a `DistributedError` before anything runs."""
     from distributed import as_completed
 
-    from workbench.distributed import missing_on_workers
+    from workbench.distributed import check_readable
 
-    missing = missing_on_workers(client, paths)
-    if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise DistributedError(f"the Dask workers cannot read {shown}: a cluster's workers must see the corpus "
-                               "files at the same paths as the client (a shared file system)")
+    check_readable(client, paths)
     start = time.perf_counter()
     sent_before = sum(client.run(_bytes_sent).values())
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))

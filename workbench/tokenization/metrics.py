@@ -54,22 +54,24 @@ Words (for ``fertility`` and ``continuation_rate``) are the matches of :data:`WO
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import regex
 
-from workbench.errors import ConfigurationError, TokenizerError
-from workbench.tokenization import encoder as K
+from workbench.errors import ConfigurationError
+from workbench.tokenization.counts import (  # noqa: F401 - re-exported: where the metrics' definitions are
+    UNSPACED_SCRIPTS,
+    WORD_PATTERN,
+    TextCounts,
+    _check_tokenizer,
+    count_words,
+    encode_spans,
+    text_counts,
+    word_spans,
+)
 from workbench.tokenization.tokenizer import Tokenizer, _utf8
-
-#: Scripts written without spaces between words: each of their characters counts as one word.
-UNSPACED_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
-#: What a word is (see the module docstring): one character of an unspaced script with its marks, or a run of
-#: non-space characters (outside those scripts) that holds at least one letter, mark or digit.
-WORD_PATTERN = rf"[{UNSPACED_SCRIPTS}]\p{{M}}*|[^\s{UNSPACED_SCRIPTS}]*[^\W_{UNSPACED_SCRIPTS}][^\s{UNSPACED_SCRIPTS}]*"
-_WORD_RE = regex.compile(WORD_PATTERN)
 
 #: Column order of :class:`MetricTable` (and fields of :class:`TextMetrics`).
 METRICS: tuple[str, ...] = (
@@ -87,9 +89,27 @@ def _probabilities(ids) -> np.ndarray:
         raise ConfigurationError("No token ids given: the distribution of an empty encoding is undefined.")
     if ids.min() < 0:
         raise ConfigurationError("Token ids must be non-negative.")
-    counts = np.bincount(ids)
+    return _distribution(np.bincount(ids))
+
+
+def _distribution(counts: np.ndarray) -> np.ndarray:
+    """The probabilities of the ids seen, from a histogram of ids (``counts[v]`` = occurrences of id ``v``)."""
     counts = counts[counts > 0]
     return counts / counts.sum()
+
+
+def _shannon(p: np.ndarray) -> float:
+    return float(max(-(p * np.log2(p)).sum(), 0.0)) + 0.0  # + 0.0: no -0.0
+
+
+def _renyi(p: np.ndarray, alpha: float) -> float:
+    if alpha == 1.0:
+        return _shannon(p)
+    if math.isinf(alpha):
+        return float(-np.log2(p.max())) + 0.0
+    if alpha == 0.0:
+        return float(np.log2(len(p)))
+    return float(max(np.log2(np.sum(p ** alpha)) / (1.0 - alpha), 0.0)) + 0.0
 
 
 def unigram_entropy(ids) -> float:
@@ -100,8 +120,7 @@ def unigram_entropy(ids) -> float:
     >>> unigram_entropy([7, 7, 7])
     0.0
     """
-    p = _probabilities(ids)
-    return float(max(-(p * np.log2(p)).sum(), 0.0)) + 0.0  # + 0.0: no -0.0
+    return _shannon(_probabilities(ids))
 
 
 def renyi_entropy(ids, alpha: float = 2.5) -> float:
@@ -112,14 +131,7 @@ def renyi_entropy(ids, alpha: float = 2.5) -> float:
     2.0
     """
     alpha = _check_alpha(alpha)
-    p = _probabilities(ids)
-    if alpha == 1.0:
-        return unigram_entropy(ids)
-    if math.isinf(alpha):
-        return float(-np.log2(p.max())) + 0.0
-    if alpha == 0.0:
-        return float(np.log2(len(p)))
-    return float(max(np.log2(np.sum(p ** alpha)) / (1.0 - alpha), 0.0)) + 0.0
+    return _renyi(_probabilities(ids), alpha)
 
 
 def renyi_efficiency(ids, vocab_size: int, alpha: float = 2.5) -> float:
@@ -143,30 +155,6 @@ def _check_alpha(alpha) -> float:
     return alpha
 
 
-# -- words --------------------------------------------------------------------------------------------------------
-def word_spans(text: str, *, word_pattern: str | None = None) -> np.ndarray:
-    """int64[n_words, 2]: ``(start, end)`` character offsets of the words of ``text`` (:data:`WORD_PATTERN`).
-
-    >>> word_spans("Hi, you!").tolist()
-    [[0, 3], [4, 8]]
-    >>> len(word_spans("人人生而自由"))           # Han: one word per character
-    6
-    """
-    pattern = _WORD_RE if word_pattern is None else regex.compile(word_pattern)
-    spans = [m.span() for m in pattern.finditer(text) if m.end() > m.start()]
-    return np.array(spans, dtype=np.int64).reshape(-1, 2)
-
-
-def count_words(text: str, *, word_pattern: str | None = None) -> int:
-    """Number of words of ``text`` (see :func:`word_spans`).
-
-    >>> count_words("The cat — it sat.")
-    4
-    """
-    return len(word_spans(text, word_pattern=word_pattern))
-
-
-# -- one (tokenizer, text) ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TextMetrics:
     """Every metric of one tokenizer on one text (definitions in the module docstring; counts are ints,
@@ -197,29 +185,6 @@ class TextMetrics:
         return asdict(self)
 
 
-def encode_spans(tokenizer: Tokenizer, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Encode once: ``(ids int64[N], starts int64[N], ends int64[N])``, byte offsets into ``text``'s UTF-8.
-
-    Bytes without a token of their own (:attr:`Tokenizer.missing_bytes`) are dropped by the encoder, so a token's
-    end may then differ from the next token's start.
-
-    >>> from workbench.tokenization import train_bpe
-    >>> ids, starts, ends = encode_spans(train_bpe("ab ab", vocab_size=256), "ab")
-    >>> starts.tolist(), ends.tolist()
-    ([0, 1], [1, 2])
-    """
-    data = _utf8(text)
-    arr = np.frombuffer(data, dtype=np.uint8)
-    ids = np.asarray(tokenizer._encode_array(arr), dtype=np.int64)
-    if tokenizer.missing_bytes and any(b in data for b in tokenizer.missing_bytes):
-        # bytes without a token were skipped: find each token's real start
-        starts = np.asarray(tokenizer._starts_skipping_missing(data, ids), dtype=np.int64)[:-1]
-    else:
-        starts = K.token_starts(ids, tokenizer._tok_len, 0)[:-1]
-    ends = starts + tokenizer._tok_len[ids]
-    return ids, starts, ends
-
-
 def _check_text(name: str, text) -> str:
     if isinstance(text, (list, tuple)):
         if not all(isinstance(t, str) for t in text):
@@ -232,13 +197,35 @@ def _check_text(name: str, text) -> str:
     return text
 
 
-def _check_tokenizer(name: str, tokenizer) -> Tokenizer:
-    if not isinstance(tokenizer, Tokenizer):
-        raise ConfigurationError(f"Tokenizer {name!r} is a {type(tokenizer).__name__}, not a workbench Tokenizer; "
-                                 "load one with load_tokenizer(...) or train one with train_bpe(...).")
-    if tokenizer.n_vocab < 2:
-        raise TokenizerError(f"Tokenizer {name!r} has {tokenizer.n_vocab} ids; metrics need at least 2.")
-    return tokenizer
+def metrics_from_counts(counts: TextCounts, *, alpha: float = 2.5, tokenizer_name: str = "tokenizer",
+                        text_name: str = "text") -> TextMetrics:
+    """Every metric from the counts (of one text, or added up over the pieces of a corpus).
+
+    >>> from workbench.tokenization import train_bpe
+    >>> tok = train_bpe("the cat sat on the mat", vocab_size=256)
+    >>> c = text_counts(tok, b"the cat") + text_counts(tok, b" sat")
+    >>> metrics_from_counts(c).n_tokens == text_metrics(tok, "the cat sat").n_tokens
+    True
+    """
+    alpha = _check_alpha(alpha)
+    n_tokens, n_words = counts.n_tokens, counts.n_words
+    if n_tokens == 0:
+        raise ConfigurationError(f"Tokenizer {tokenizer_name!r} encodes text {text_name!r} to no tokens (it is empty, "
+                                 "or every byte of it has no token in this vocabulary); its metrics are undefined.")
+    p = _distribution(counts.id_counts)
+    n_distinct = int(np.count_nonzero(counts.id_counts))
+    renyi = _renyi(p, alpha)
+    return TextMetrics(
+        tokenizer=tokenizer_name, text=text_name, n_bytes=counts.n_bytes, n_chars=counts.n_chars, n_words=n_words,
+        n_tokens=n_tokens, bytes_per_token=counts.n_bytes / n_tokens, chars_per_token=counts.n_chars / n_tokens,
+        fertility=n_tokens / n_words if n_words else float("nan"),
+        entropy=_shannon(p), renyi_entropy=renyi, renyi_efficiency=renyi / math.log2(int(counts.n_vocab)),
+        n_distinct=n_distinct, vocab_utilisation=n_distinct / counts.n_vocab,
+        char_split_tokens=counts.char_split_tokens, char_split_rate=counts.char_split_tokens / n_tokens,
+        split_chars=counts.split_chars,
+        continuation_rate=counts.n_continuing / counts.n_word_tokens if counts.n_word_tokens else float("nan"),
+        alpha=alpha,
+    )
 
 
 def text_metrics(tokenizer: Tokenizer, text: str, *, alpha: float = 2.5, word_pattern: str | None = None,
@@ -257,54 +244,8 @@ def text_metrics(tokenizer: Tokenizer, text: str, *, alpha: float = 2.5, word_pa
     tokenizer = _check_tokenizer(name, tokenizer)
     text = _check_text(text_name, text)
     alpha = _check_alpha(alpha)
-    data = _utf8(text)
-    arr = np.frombuffer(data, dtype=np.uint8)
-    ids, starts, ends = encode_spans(tokenizer, text)
-    n_tokens = len(ids)
-    if n_tokens == 0:
-        raise ConfigurationError(f"Tokenizer {name!r} encodes text {text_name!r} to no tokens (every byte of it has "
-                                 "no token in this vocabulary); its metrics are undefined.")
-    n_bytes = len(data)
-    # a byte that is not a UTF-8 continuation byte starts a character
-    is_start = (arr & 0xC0) != 0x80
-    char_start_bytes = np.flatnonzero(is_start)
-    n_chars = len(char_start_bytes)
-    inside = np.append(~is_start, False)                   # byte offset -> falls inside a character
-    cut_start, cut_end = inside[starts], inside[ends]
-    char_split_tokens = int(np.count_nonzero(cut_start | cut_end))
-    boundaries = np.unique(np.concatenate([starts[cut_start], ends[cut_end]]))
-    char_of_byte = np.cumsum(is_start) - 1
-    split_chars = int(len(np.unique(char_of_byte[boundaries]))) if len(boundaries) else 0
-
-    # words: character spans -> byte spans
-    spans = word_spans(text, word_pattern=word_pattern)
-    n_words = len(spans)
-    byte_of_char = np.append(char_start_bytes, n_bytes)
-    w_start, w_end = byte_of_char[spans[:, 0]], byte_of_char[spans[:, 1]]
-    if n_words:
-        # word tokens overlap a word: the first word ending after the token's start begins before its end
-        j = np.searchsorted(w_end, starts, side="right")
-        has = j < n_words
-        jj = np.minimum(j, n_words - 1)
-        word_token = has & (w_start[jj] < ends)
-        continues = word_token & (w_start[jj] < starts)
-        n_word_tokens = int(np.count_nonzero(word_token))
-        continuation_rate = np.count_nonzero(continues) / n_word_tokens if n_word_tokens else float("nan")
-    else:
-        continuation_rate = float("nan")
-
-    counts = np.bincount(ids)
-    n_distinct = int(np.count_nonzero(counts))
-    return TextMetrics(
-        tokenizer=name, text=text_name, n_bytes=n_bytes, n_chars=n_chars, n_words=n_words, n_tokens=n_tokens,
-        bytes_per_token=n_bytes / n_tokens, chars_per_token=n_chars / n_tokens,
-        fertility=n_tokens / n_words if n_words else float("nan"),
-        entropy=unigram_entropy(ids), renyi_entropy=renyi_entropy(ids, alpha),
-        renyi_efficiency=renyi_efficiency(ids, tokenizer.n_vocab, alpha), n_distinct=n_distinct,
-        vocab_utilisation=n_distinct / tokenizer.n_vocab, char_split_tokens=char_split_tokens,
-        char_split_rate=char_split_tokens / n_tokens, split_chars=split_chars,
-        continuation_rate=float(continuation_rate), alpha=alpha,
-    )
+    counts = text_counts(tokenizer, _utf8(text), word_pattern=word_pattern)
+    return metrics_from_counts(counts, alpha=alpha, tokenizer_name=name, text_name=text_name)
 
 
 def token_premium(tokenizer: Tokenizer, texts: Mapping[str, str | Sequence[str]], *, reference: str = "en") -> dict[str, float]:
@@ -410,13 +351,44 @@ class MetricTable:
                 f"alpha={self.alpha})")
 
 
+def corpus_metrics(tokenizer: Tokenizer, paths, *, client=None, alpha: float = 2.5, word_pattern: str | None = None,
+                   range_bytes: int | None = None, progress=None, tokenizer_name: str | None = None,
+                   text_name: str = "corpus") -> TextMetrics:
+    """Every metric of ``tokenizer`` over the files of ``paths`` (files or folders; a corpus too large to hold in
+    memory), measured in units of a few MB here, or on the workers of a Dask ``client``
+    (`workbench.distributed.connect`); see `corpus_files.corpus_counts`. Each file is measured on its own: for one
+    file the values equal `text_metrics` on its text. ``progress(units done, units, bytes done)``. UTF-8 text only
+    (a CorpusError names the file otherwise).
+
+    >>> from pathlib import Path
+    >>> m = corpus_metrics(load_tokenizer("gpt2"), [Path("crawl/")], client=connect(workers=8))   # doctest: +SKIP
+    """
+    from workbench.tokenization.corpus_files import corpus_counts
+
+    alpha = _check_alpha(alpha)
+    name = tokenizer_name or getattr(tokenizer, "name", "tokenizer")
+    counts = corpus_counts(_check_tokenizer(name, tokenizer), paths, client=client, word_pattern=word_pattern,
+                           range_bytes=range_bytes, progress=progress)
+    return metrics_from_counts(counts, alpha=alpha, tokenizer_name=name, text_name=text_name)
+
+
+def is_files(value) -> bool:
+    """Whether a `metric_table` text is corpus files (a ``Path``, or a non-empty list of ``Path``) rather than text."""
+    if isinstance(value, os.PathLike):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, os.PathLike) for v in value)
+
+
 def metric_table(tokenizers: Mapping[str, Tokenizer], texts: Mapping[str, str | Sequence[str]], *,
-                 reference: str | None = "en", alpha: float = 2.5, word_pattern: str | None = None) -> MetricTable:
+                 reference: str | None = "en", alpha: float = 2.5, word_pattern: str | None = None,
+                 client=None, progress=None) -> MetricTable:
     """Every metric for every tokenizer x text, plus the token premium of each text relative to ``reference``.
 
     ``tokenizers``: name -> :class:`Tokenizer`. ``texts``: name (e.g. a language code) -> text, or -> list of passages
-    (as :func:`workbench.data.parallel_texts` gives; joined with blank lines). The premium assumes the texts are
-    parallel; with lists of passages their numbers must agree. ``reference=None`` skips the premium.
+    (as :func:`workbench.data.parallel_texts` gives; joined with blank lines), or -> corpus files (a ``pathlib.Path``
+    or a list of them, files or folders: measured in pieces by `corpus_metrics`, on the workers of ``client`` when
+    one is given; a ``str`` is always text). The premium assumes the texts are parallel; with lists of passages their
+    numbers must agree. ``reference=None`` skips the premium. ``progress(units done, units, bytes done)`` for files.
 
     >>> from workbench.data import parallel_texts
     >>> from workbench.tokenization import load_tokenizer
@@ -429,17 +401,30 @@ def metric_table(tokenizers: Mapping[str, Tokenizer], texts: Mapping[str, str | 
     """
     if not isinstance(tokenizers, Mapping) or not tokenizers:
         raise ConfigurationError("tokenizers must be a non-empty dict of name -> Tokenizer.")
-    texts = _check_texts(texts, reference)
+    if not isinstance(texts, Mapping) or not texts:
+        raise ConfigurationError("texts must be a non-empty dict of name (e.g. a language code) -> text or files.")
+    files = {k: [v] if isinstance(v, os.PathLike) else list(v) for k, v in texts.items() if is_files(v)}
+    order = tuple(texts)
+    plain = {k: v for k, v in texts.items() if k not in files}
+    if reference is not None and reference not in texts:
+        raise ConfigurationError(f"Unknown reference {reference!r}: texts has {sorted(texts)}. Pass one of these, "
+                                 "or reference=None for no premium.")
+    texts = {**(_check_texts(plain, reference if reference in plain else None) if plain else {}), **files}
     alpha = _check_alpha(alpha)
-    tok_names, text_names = tuple(tokenizers), tuple(texts)
+    tok_names, text_names = tuple(tokenizers), order
     values = np.full((len(tok_names), len(text_names), len(METRICS)), np.nan)
     premium_at = METRICS.index("premium")
     n_tokens_at = METRICS.index("n_tokens")
     for i, tname in enumerate(tok_names):
         tok = _check_tokenizer(tname, tokenizers[tname])
         for j, xname in enumerate(text_names):
-            row = text_metrics(tok, texts[xname], alpha=alpha, word_pattern=word_pattern, tokenizer_name=tname,
-                               text_name=xname).as_dict()
+            if xname in files:
+                m = corpus_metrics(tok, files[xname], client=client, alpha=alpha, word_pattern=word_pattern,
+                                   progress=progress, tokenizer_name=tname, text_name=xname)
+            else:
+                m = text_metrics(tok, texts[xname], alpha=alpha, word_pattern=word_pattern, tokenizer_name=tname,
+                                 text_name=xname)
+            row = m.as_dict()
             values[i, j] = [row[m] for m in METRICS]
         if reference is not None:
             ref = values[i, text_names.index(reference), n_tokens_at]

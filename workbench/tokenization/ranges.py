@@ -1,0 +1,106 @@
+"""Cutting corpus files into byte ranges that can be processed apart, with the same result as processing them whole.
+
+A range's ends move forward to the first *safe cut* (`trainer._safe_cut`: a space after a printable ASCII character;
+a newline for ``"superword"``), where every pre-tokenizer ends a piece whatever comes after, so counting, encoding or
+measuring the ranges one by one (on one machine or on Dask workers) gives what the whole file gives. ``"none"`` keeps
+files whole. Used by `dask_count` (BPE training) and `corpus` (`encode_files`, `corpus_metrics`).
+
+>>> plan_units(["a.txt", "b.txt"], "gpt2", n_workers=2, sizes=[10, 20])      # two small files: one unit
+[[('a.txt', 0, 10), ('b.txt', 0, 20)]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from workbench.errors import CorpusError
+
+RANGE_BYTES = 64 << 20
+
+
+def _is_cut(data: bytes, i: int, pretokenizer: str) -> bool:
+    """Whether ``data[i]`` starts a place the stream may be cut (see `trainer._safe_cut` / `_line_cut`)."""
+    mark = 0x0A if pretokenizer == "superword" else 0x20
+    return data[i] == mark and 0x21 <= data[i - 1] <= 0x7E
+
+
+def first_cut(handle, pos: int, size: int, pretokenizer: str, block: int = 1 << 20) -> int:
+    """The first safe cut at or after byte ``pos`` of the open file (``size`` bytes): its offset, or ``size``."""
+    if pos <= 0:
+        return 0
+    while pos < size:
+        handle.seek(pos - 1)
+        data = handle.read(block + 1)
+        for i in range(1, len(data)):
+            if _is_cut(data, i, pretokenizer):
+                return pos - 1 + i
+        pos += block
+    return size
+
+
+def plan_units(paths, pretokenizer: str, n_workers: int, range_bytes: int | None = None, *,
+               sizes: Sequence[int] | None = None) -> list[list[tuple]]:
+    """Work units of about ``range_bytes`` each (default: the corpus over 4 units per worker, between 1 and 64 MB):
+    runs of whole small files, or one byte range of a large file (the worker moves both ends to the next safe cut;
+    ``"none"`` keeps files whole). Each unit is a list of (path, start, end). ``sizes``: the files' sizes in bytes
+    (default: read from the disk)."""
+    if sizes is None:
+        sizes = [Path(p).stat().st_size for p in paths]
+    sized = [(str(p), int(s)) for p, s in zip(paths, sizes)]
+    total = sum(size for _, size in sized)
+    if range_bytes is None:
+        range_bytes = int(min(RANGE_BYTES, max(1 << 20, total // max(1, 4 * n_workers))))
+    units, run, run_bytes = [], [], 0
+    for path, size in sized:
+        if pretokenizer != "none" and size > range_bytes:
+            units += [[(path, a, min(size, a + range_bytes))] for a in range(0, size, range_bytes)]
+            continue
+        if run and run_bytes + size > range_bytes:  # close the run rather than overshoot the unit size
+            units.append(run)
+            run, run_bytes = [], 0
+        run.append((path, 0, size))
+        run_bytes += size
+    if run:
+        units.append(run)
+    return units
+
+
+def range_chunks(path: str, start: int, end: int, pretokenizer: str, chunk_bytes: int = 8 << 20,
+                 error: type[Exception] = CorpusError) -> Iterator[bytes]:
+    """The bytes of ``path`` from the first safe cut at or after ``start`` to the first at or after ``end`` (the
+    whole file for ``"none"``), in chunks of about ``chunk_bytes`` that each end at a safe cut. Every byte of the
+    range is yielded once, in order. A file that cannot be read raises ``error`` naming it."""
+    from workbench.tokenization.trainer import _CUTS, _safe_cut
+
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise error(f"cannot read {str(path)!r}: {exc.strerror or exc}; on a Dask cluster the workers must see the "
+                    "corpus files at the same paths as the client") from None
+    with handle:
+        size = handle.seek(0, 2)
+        if pretokenizer == "none":  # the whole file is one piece, as the local trainer reads it
+            handle.seek(0)
+            whole = handle.read()
+            if whole:
+                yield whole
+            return
+        a = first_cut(handle, start, size, pretokenizer)
+        b = size if end >= size else first_cut(handle, end, size, pretokenizer)
+        handle.seek(a)
+        remaining = b - a
+        carry = b""
+        cut_at = _CUTS.get(pretokenizer, _safe_cut)
+        while remaining > 0 or carry:
+            block = handle.read(min(chunk_bytes, remaining)) if remaining > 0 else b""
+            remaining -= len(block)
+            chunk = carry + block
+            if not chunk:
+                break
+            cut = len(chunk) if remaining <= 0 else cut_at(chunk)
+            if cut == 0:
+                carry = chunk
+                continue
+            yield chunk[:cut]
+            carry = chunk[cut:]
