@@ -3,6 +3,8 @@
     workbench bpe train CORPUS... --vocab-size 32000 [--pretokenizer gpt2] [-o tokenizer.json] [--format hf|tiktoken]
                         [--workers N | --scheduler ADDRESS]     # count the corpus on a Dask cluster
     workbench bpe encode --tokenizer gpt2 FILE [--show ids|color|both] [--whitespace]
+    workbench bpe encode-corpus CORPUS... --tokenizer gpt2 --out DIR [--overwrite] [--workers N | --scheduler ADDRESS]
+    workbench bpe metrics CORPUS... [--tokenizer gpt2 --tokenizer smollm2] [--workers N | --scheduler ADDRESS]
 
 CORPUS is a shipped corpus name (prose_en, code, parallel, stdlib ...) or a file/folder.
 """
@@ -29,6 +31,72 @@ def _corpus_paths(items: list[str]) -> list[Path]:
     return paths
 
 
+def _client(args: argparse.Namespace):
+    """The Dask client asked for by ``--scheduler`` / ``--workers``, or None."""
+    if not (args.scheduler or args.workers):
+        return None
+    from workbench.distributed import cluster_summary, connect
+
+    client = connect(args.scheduler, workers=args.workers)
+    print(cluster_summary(client))
+    return client
+
+
+def _progress_bar(label: str):
+    """A ``progress(units done, units, bytes done)`` that redraws one line on standard error."""
+    start = time.perf_counter()
+
+    def show(done: int, total: int, done_bytes: int) -> None:
+        print(f"\r{label}: {done}/{total} units, {done_bytes / 1e6:,.1f} MB, {time.perf_counter() - start:.1f} s",
+              end="\n" if done == total else "", file=sys.stderr, flush=True)
+    return show
+
+
+def cmd_encode_corpus(args: argparse.Namespace) -> int:
+    from workbench.tokenization import load_tokenizer
+    from workbench.tokenization.corpus_files import encode_files
+
+    tok = load_tokenizer(args.tokenizer)
+    paths = _corpus_paths(args.corpus)
+    client = _client(args)
+    start = time.perf_counter()
+    try:
+        files = encode_files(tok, paths, out_dir=args.out, overwrite=args.overwrite, client=client,
+                             progress=None if args.quiet else _progress_bar("encoding"))
+    finally:
+        if client is not None:
+            client.close()
+    wall = time.perf_counter() - start
+    n_bytes, n_tokens = sum(f.n_bytes for f in files), sum(f.n_tokens for f in files)
+    print(f"encoded {len(files)} files, {n_bytes / 1e6:.1f} MB -> {n_tokens:,} tokens ({tok.name}, "
+          f"{n_bytes / max(n_tokens, 1):.2f} bytes/token) in {wall:.2f} s ({n_bytes / 1e6 / wall:.1f} MB/s); "
+          f"wrote {Path(args.out) / 'manifest.json'} and one .npy per file")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from workbench.tokenization import load_tokenizer
+    from workbench.tokenization.metrics import metric_table
+
+    names = args.tokenizer or ["gpt2"]
+    tokenizers = {name: load_tokenizer(name) for name in names}
+    texts = {item: _corpus_paths([item]) for item in args.corpus}
+    client = _client(args)
+    start = time.perf_counter()
+    try:
+        table = metric_table(tokenizers, texts, reference=None, client=client,
+                             progress=None if args.quiet else _progress_bar("measuring"))
+    finally:
+        if client is not None:
+            client.close()
+    columns = ["n_bytes", "n_tokens", "bytes_per_token", "fertility", "renyi_efficiency", "vocab_utilisation",
+               "char_split_rate", "continuation_rate"]
+    frame = table.to_pandas().set_index(["tokenizer", "text"])[columns]
+    print(frame.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"({time.perf_counter() - start:.2f} s)")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from workbench.tokenization import train_bpe
 
@@ -36,12 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists() and not args.force:
         raise WorkbenchError(f"{str(output)!r} exists; pass --force to overwrite it or choose another -o path.")
-    client = None
-    if args.scheduler or args.workers:
-        from workbench.distributed import connect, dashboard_link
-
-        client = connect(args.scheduler, workers=args.workers)
-        print(f"Dask cluster: {len(client.scheduler_info()['workers'])} workers; dashboard {dashboard_link(client)}")
+    client = _client(args)
     start = time.perf_counter()
     try:
         tok = train_bpe(paths, args.vocab_size, pretokenizer=args.pretokenizer, special_tokens=args.special_token,
@@ -87,6 +150,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_options(parser, what: str) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help=f"{what} on this Dask scheduler's workers "
+                       "(the distributed extra; the workers must see the corpus files)")
+    where.add_argument("--workers", type=int, metavar="N", help=f"{what} on a local Dask cluster of N "
+                       "worker processes")
+
+
 def add_parser(sub) -> None:
     from workbench.tokenization.pretokenize import PRETOKENIZERS
 
@@ -102,11 +173,7 @@ def add_parser(sub) -> None:
     train.add_argument("--format", default="hf", choices=("hf", "tiktoken"))
     train.add_argument("--force", action="store_true", help="overwrite the output file")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    where = train.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="count the corpus on this Dask scheduler's workers "
-                       "(the distributed extra; the workers must see the corpus files)")
-    where.add_argument("--workers", type=int, metavar="N", help="count the corpus on a local Dask cluster of N "
-                       "worker processes")
+    _cluster_options(train, "count the corpus")
     train.set_defaults(func=cmd_train)
     encode = bsub.add_parser("encode", help="encode a file (- for standard input)")
     encode.add_argument("file")
@@ -115,3 +182,19 @@ def add_parser(sub) -> None:
                         help="ids, coloured boundaries, or both (default: colour on a terminal, else ids)")
     encode.add_argument("--whitespace", action="store_true", help="make spaces, tabs and newlines visible")
     encode.set_defaults(func=cmd_encode)
+    corpus = bsub.add_parser("encode-corpus", help="encode corpus files to one .npy of ids per file (+ manifest.json)")
+    corpus.add_argument("corpus", nargs="+", help="shipped corpus names (prose_en, code, parallel, stdlib) or paths")
+    corpus.add_argument("--tokenizer", "-t", default="gpt2", help="gpt2, smollm2, or a tokenizer file/folder")
+    corpus.add_argument("--out", required=True, help="folder for the .npy files and manifest.json")
+    corpus.add_argument("--overwrite", action="store_true", help="replace ids written before")
+    corpus.add_argument("--quiet", action="store_true", help="no progress line")
+    _cluster_options(corpus, "encode")
+    corpus.set_defaults(func=cmd_encode_corpus)
+    metrics = bsub.add_parser("metrics", help="tokenizer metrics (compression, fertility, Renyi efficiency ...) of "
+                              "corpora, measured file by file")
+    metrics.add_argument("corpus", nargs="+", help="shipped corpus names or paths; one table row each")
+    metrics.add_argument("--tokenizer", "-t", action="append", help="gpt2, smollm2, or a file; repeatable "
+                         "(default gpt2)")
+    metrics.add_argument("--quiet", action="store_true", help="no progress line")
+    _cluster_options(metrics, "measure")
+    metrics.set_defaults(func=cmd_metrics)

@@ -130,3 +130,19 @@ def test_metric_charts_render_core_results(prose):
     assert mix.source.data["share"] == [0.6, 0.58, 0.4, 0.42]
     mix.truth = None
     assert mix.source.data["kind"] == ["inferred", "inferred"]
+
+
+def test_lab_measures_both_tokenizers_on_the_corpus_files():
+    from pathlib import Path
+
+    from widgets.tokenizers_lab.lab import TokenizersLab
+    from workbench.data import load_corpus
+
+    lab = TokenizersLab()
+    lab.corpus = "code"
+    table = lab.measure_corpus(blocking=True)
+    gpt2 = load_tokenizer("gpt2")
+    files = [Path(p) for p in load_corpus("code").paths]
+    assert table.get("gpt2", "code")["n_tokens"] == sum(len(gpt2.encode_bytes(f.read_bytes())) for f in files)
+    assert set(table.tokenizers) == {"gpt2", "smollm2"} and "measured here" in lab._corpus_table.object
+    assert "11 files" in lab._corpus_table.object and "measured code" in lab.status

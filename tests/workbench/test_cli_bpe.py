@@ -52,3 +52,27 @@ def test_bpe_cli_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
+
+
+def test_bpe_encode_corpus_writes_ids_and_refuses_to_overwrite(tmp_path, capsys):
+    import numpy as np
+
+    from workbench.data import shipped_corpora
+    from workbench.tokenization import load_tokenizer
+
+    out = tmp_path / "ids"
+    assert main(["bpe", "encode-corpus", "code", "--out", str(out), "--quiet"]) == 0
+    assert "encoded 11 files" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    gpt2 = load_tokenizer("gpt2")
+    first = shipped_corpora()["code"].paths[0]
+    assert manifest["files"][0]["path"] == str(first) and manifest["dtype"] == "uint16"
+    assert np.array_equal(np.load(out / manifest["files"][0]["out"]), gpt2.encode_bytes(first.read_bytes()))
+    assert main(["bpe", "encode-corpus", "code", "--out", str(out), "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_bpe_metrics_prints_one_row_per_tokenizer_and_corpus(capsys):
+    assert main(["bpe", "metrics", "code", "parallel", "-t", "gpt2", "-t", "smollm2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "bytes_per_token" in printed and printed.count("parallel") == 2 and "smollm2" in printed

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 import panel as pn
 import param
@@ -20,6 +22,8 @@ from workbench.tokenization.metrics import metric_table
 
 TABLE_METRICS = ("bytes_per_token", "chars_per_token", "fertility", "premium", "renyi_efficiency",
                  "char_split_rate", "continuation_rate")
+CORPUS_METRICS = ("n_bytes", "n_tokens", "bytes_per_token", "fertility", "renyi_efficiency", "vocab_utilisation",
+                  "char_split_rate", "continuation_rate")
 
 def _named() -> tuple[str, ...]:
     """The named tokenizers on offer: GPT-2, SmolLM2, and Mistral's tekken when mistral_common is installed."""
@@ -79,7 +83,9 @@ class TokenizersLab(WorkbenchView):
         self.replay = MergeReplay(tokenizer=shared_tokenizer(self.tokenizer), text=self.text[:5000])
         self.parity = ParityBars(category_key="text", value_key="premium")
         self._metrics_table = pn.pane.HTML("", sizing_mode="stretch_width")
+        self._corpus_table = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-tok-corpus-metrics"])
         self.metrics = None
+        self.corpus_metrics = None
         self._build()
         self._update_metrics()
 
@@ -99,6 +105,12 @@ class TokenizersLab(WorkbenchView):
             pn.pane.Markdown(self.param.status, sizing_mode="stretch_width"),
             title="Train a tokenizer", collapsed=False, width=300,
         )
+        measure_button = pn.widgets.Button(label="Measure on the corpus", width=190,
+                                           css_classes=["wb-tok-measure"])
+        measure_button.on_click(lambda _: self.measure_corpus(blocking=False))
+        measure = pn.Row(measure_button, pn.pane.Markdown(
+            "Both tokenizers on every file of the trainer's corpus (read in pieces of a few MB, on the Dask cluster's "
+            "workers when one is connected).", sizing_mode="stretch_width"), sizing_mode="stretch_width")
         pickers = pn.Column(
             pn.widgets.Select.from_param(self.param.tokenizer, label="tokenizer"),
             pn.widgets.Select.from_param(self.param.compare, label="compare with"),
@@ -106,7 +118,8 @@ class TokenizersLab(WorkbenchView):
         )
         views = pn.Tabs(("Boundaries", self.boundaries), ("Diff", self.diff), ("Merge tree", self.tree),
                         ("Replay", self.replay),
-                        ("Metrics", pn.Column(self.parity, self._metrics_table, sizing_mode="stretch_width")),
+                        ("Metrics", pn.Column(self.parity, self._metrics_table, measure, self._corpus_table,
+                                              sizing_mode="stretch_width")),
                         dynamic=True, sizing_mode="stretch_width")
         self._layout = pn.Row(pn.Column(pickers, trainer), pn.Column(text_input, views, sizing_mode="stretch_width"),
                               sizing_mode="stretch_width")
@@ -143,6 +156,42 @@ class TokenizersLab(WorkbenchView):
         self.diff.text = self.text
         self.replay.text = self.text[:5000]
 
+    def measure_corpus(self, *, blocking: bool = True):
+        """Every metric of both tokenizers over the files of the chosen corpus (`metric_table` with files), on the
+        connected Dask cluster when there is one; the table appears under the UDHR one. ``blocking=False``: the
+        button (runs in a thread)."""
+        names = list(dict.fromkeys([self.tokenizer, self.compare]))
+        corpus = self.corpus
+
+        def work():
+            from workbench.distributed import current_client
+
+            client = current_client()
+            files = [Path(p) for p in load_corpus(corpus).paths]
+            where = "on the Dask cluster" if client is not None else "here"
+            self.status = f"measuring {corpus} ({len(files)} files) {where} ..."
+            start = time.perf_counter()
+            try:
+                table = metric_table({n: shared_tokenizer(n) for n in names}, {corpus: files}, reference=None,
+                                     client=client)
+            except WorkbenchError as exc:
+                self.status = f"⚠ {exc}"
+                return None
+            seconds = time.perf_counter() - start
+            self.corpus_metrics = table
+            frame = table.to_pandas().set_index(["tokenizer", "text"])[list(CORPUS_METRICS)].round(3)
+            n_bytes = int(table.metric("n_bytes")[0, 0])
+            self._corpus_table.object = (f"<p>On the corpus <b>{corpus}</b>: {len(files)} files, {n_bytes / 1e6:.1f} "
+                                         f"MB, measured {where} in {seconds:.1f} s.</p>"
+                                         + frame.to_html(classes="wb-table"))
+            self.status = f"measured {corpus} in {seconds:.1f} s"
+            return table
+
+        if blocking:
+            return work()
+        threading.Thread(target=work, daemon=True).start()
+        return None
+
     def train(self, *, blocking: bool = True) -> str | None:
         """Train on the chosen corpus in the background (``blocking=False``: the button) and select the result."""
         name = f"trained: {self.corpus} {self.vocab_size} {self.pretokenizer}"
@@ -155,11 +204,13 @@ class TokenizersLab(WorkbenchView):
             self.status = f"{p.stage}: {p.done:,}{f' / {p.total:,}' if p.total else ''} ({p.seconds:.1f} s)"
 
         def work() -> str | None:
+            from workbench.distributed import current_client
+
             self._progress.visible = True
             self._progress.value = 0
             try:
                 tok = train_bpe(list(load_corpus(corpus).paths), vocab, pretokenizer=pre, progress=on_progress,
-                                name=name)
+                                name=name, client=current_client())
             except WorkbenchError as exc:
                 self.status = f"⚠ {exc}"
                 return None
