@@ -4,7 +4,7 @@
                         [--workers N | --scheduler ADDRESS]     # count the corpus on a Dask cluster
     workbench bpe encode --tokenizer gpt2 FILE [--show ids|color|both] [--whitespace]
     workbench bpe encode-corpus CORPUS... --tokenizer gpt2 --out DIR [--overwrite] [--workers N | --scheduler ADDRESS]
-    workbench bpe metrics CORPUS... [--tokenizer gpt2 --tokenizer smollm2] [--workers N | --scheduler ADDRESS]
+    workbench bpe metrics CORPUS... [-t gpt2 -t smollm2] [--invalid error|skip] [--workers N | --scheduler ADDRESS]
 
 CORPUS is a shipped corpus name (prose_en, code, parallel, stdlib ...) or a file/folder.
 """
@@ -84,7 +84,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     client = _client(args)
     start = time.perf_counter()
     try:
-        table = metric_table(tokenizers, texts, reference=None, client=client,
+        table = metric_table(tokenizers, texts, reference=None, client=client, invalid=args.invalid,
                              progress=None if args.quiet else _progress_bar("measuring"))
     finally:
         if client is not None:
@@ -93,6 +93,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                "char_split_rate", "continuation_rate"]
     frame = table.to_pandas().set_index(["tokenizer", "text"])[columns]
     print(frame.to_string(float_format=lambda v: f"{v:.4f}"))
+    if table.skipped_bytes.any():
+        print(f"left out (not UTF-8): {int(table.skipped_bytes.max()):,} bytes per tokenizer")
     print(f"({time.perf_counter() - start:.2f} s)")
     return 0
 
@@ -196,5 +198,7 @@ def add_parser(sub) -> None:
     metrics.add_argument("--tokenizer", "-t", action="append", help="gpt2, smollm2, or a file; repeatable "
                          "(default gpt2)")
     metrics.add_argument("--quiet", action="store_true", help="no progress line")
+    metrics.add_argument("--invalid", choices=("error", "skip"), default="error",
+                         help="text that is not UTF-8: stop with an error, or leave it out and say how much")
     _cluster_options(metrics, "measure")
     metrics.set_defaults(func=cmd_metrics)

@@ -173,16 +173,17 @@ class TokenizersLab(WorkbenchView):
             start = time.perf_counter()
             try:
                 table = metric_table({n: shared_tokenizer(n) for n in names}, {corpus: files}, reference=None,
-                                     client=client)
+                                     client=client, invalid="skip")
             except WorkbenchError as exc:
                 self.status = f"⚠ {exc}"
                 return None
             seconds = time.perf_counter() - start
             self.corpus_metrics = table
             frame = table.to_pandas().set_index(["tokenizer", "text"])[list(CORPUS_METRICS)].round(3)
-            n_bytes = int(table.metric("n_bytes")[0, 0])
+            n_bytes, skipped = int(table.metric("n_bytes")[0, 0]), int(table.skipped_bytes[0, 0])
+            left_out = f" ({skipped:,} bytes that are not UTF-8 text left out)" if skipped else ""
             self._corpus_table.object = (f"<p>On the corpus <b>{corpus}</b>: {len(files)} files, {n_bytes / 1e6:.1f} "
-                                         f"MB, measured {where} in {seconds:.1f} s.</p>"
+                                         f"MB{left_out}, measured {where} in {seconds:.1f} s.</p>"
                                          + frame.to_html(classes="wb-table"))
             self.status = f"measured {corpus} in {seconds:.1f} s"
             return table

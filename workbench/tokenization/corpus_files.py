@@ -93,32 +93,87 @@ def _encode_unit(tokenizer: Tokenizer, unit: list[tuple], parts_dir: str | None)
     return out
 
 
-def counts_range(tokenizer: Tokenizer, path: str, start: int, end: int, word_pattern: str | None) -> TextCounts:
-    """The `TextCounts` of a range of ``path``; CorpusError when it is not UTF-8 text."""
+INVALID = ("error", "skip")
+
+
+def counts_range(tokenizer: Tokenizer, path: str, start: int, end: int, word_pattern: str | None,
+                 invalid: str = "error") -> TextCounts:
+    """The `TextCounts` of a range of ``path``. Text that is not UTF-8 is a CorpusError (``invalid="error"``), or
+    its chunk (the whole of a small file; a few MB cut at a space of a large one) is left out and counted in
+    ``skipped_bytes`` / ``skipped`` (``invalid="skip"``)."""
     total = TextCounts(tokenizer.n_vocab)
     offset = start
     for chunk in range_chunks(path, start, end, tokenizer.pretokenizer, CHUNK_BYTES):
         try:
             total = total + text_counts(tokenizer, chunk, word_pattern=word_pattern)
         except UnicodeDecodeError as exc:
-            raise CorpusError(f"{path!r} is not UTF-8 text (near byte {offset + exc.start:,}); the metrics count "
-                              "characters and words, so they need text") from None
+            if invalid != "skip":
+                raise CorpusError(f"{path!r} is not UTF-8 text (near byte {offset + exc.start:,}); the metrics count "
+                                  "characters and words, so they need text (invalid='skip' leaves such text out "
+                                  "and reports it)") from None
+            segments, skipped = _valid_segments(chunk, tokenizer.pretokenizer)
+            for a, b in segments:
+                total = total + text_counts(tokenizer, chunk[a:b], word_pattern=word_pattern)
+            total = total + TextCounts(tokenizer.n_vocab, skipped_bytes=skipped, skipped=(path,))
         offset += len(chunk)
     return total
 
 
-def _counts_unit(tokenizer: Tokenizer, unit: list[tuple], word_pattern: str | None) -> TextCounts:
+def _valid_segments(chunk: bytes, pretokenizer: str) -> tuple[list[tuple[int, int]], int]:
+    """The parts of ``chunk`` left when each stretch of bytes that are not UTF-8 is cut out with the text around it
+    up to the nearest safe cuts (`ranges`) on both sides: ``([(start, end), ...], bytes cut out)``. Safe cuts depend
+    on the text only, and chunk ends are safe cuts, so what is left out does not depend on how the file was cut into
+    chunks and ranges (the same on one machine and on any cluster)."""
+    from workbench.tokenization.ranges import _is_cut
+
+    def cut_before(i: int, low: int) -> int:
+        while i > low and not _is_cut(chunk, i, pretokenizer):
+            i -= 1
+        return max(i, low)
+
+    def cut_after(i: int) -> int:
+        while i < len(chunk) and not (i > 0 and _is_cut(chunk, i, pretokenizer)):
+            i += 1
+        return i
+
+    segments, skipped, pos = [], 0, 0
+    while pos < len(chunk):
+        try:
+            chunk[pos:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            a = cut_before(pos + exc.start, pos) if pretokenizer != "none" else pos
+            b = cut_after(pos + exc.end) if pretokenizer != "none" else len(chunk)
+            if a > pos:
+                segments.append((pos, a))
+            skipped += b - a
+            pos = b
+            continue
+        segments.append((pos, len(chunk)))
+        break
+    return segments, skipped
+
+
+def _counts_unit(tokenizer: Tokenizer, unit: list[tuple], word_pattern: str | None, invalid: str) -> TextCounts:
     total = TextCounts(tokenizer.n_vocab)
     for path, a, b in unit:
-        total = total + counts_range(tokenizer, path, a, b, word_pattern)
+        total = total + counts_range(tokenizer, path, a, b, word_pattern, invalid)
     return total
 
 
-def _assemble(parts: list[str], dtype: str, target: str) -> int:
-    """Concatenate part files into one ``.npy`` at ``target`` (written aside, then renamed); returns its length."""
+def _assemble(jobs: list[tuple[list[str], str]], dtype: str) -> None:
+    """For each (part files, target): the parts concatenated into one ``.npy`` at ``target`` (written aside, then
+    renamed; a single part is just renamed)."""
+    for parts, target in jobs:
+        _assemble_one(parts, dtype, target)
+
+
+def _assemble_one(parts: list[str], dtype: str, target: str) -> None:
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    if len(parts) == 1:
+        os.replace(parts[0], target)
+        return
     arrays = [np.load(p, mmap_mode="r") for p in parts]
     n = sum(len(a) for a in arrays)
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(n,))
     at = 0
@@ -130,7 +185,6 @@ def _assemble(parts: list[str], dtype: str, target: str) -> int:
     os.replace(tmp, target)
     for p in parts:
         os.remove(p)
-    return n
 
 
 # -- running units ------------------------------------------------------------------------------------------------
@@ -234,14 +288,13 @@ def encode_files(tokenizer: Tokenizer, paths, *, out_dir=None, overwrite: bool =
             else:
                 out.append(EncodedFile(path, n_bytes, n_tokens, out=str(targets[k])))
         if targets is not None:
-            jobs = [(f.path, [r[3] for r in sorted(pieces[f.path], key=lambda r: r[0])], str(targets[k]))
+            jobs = [([r[3] for r in sorted(pieces[f.path], key=lambda r: r[0])], str(targets[k]))
                     for k, f in enumerate(out)]
             if client is None:
-                for _, parts, target in jobs:
-                    _assemble(parts, dtype.str, target)
-            else:
-                client.gather([client.submit(_assemble, parts, dtype.str, target, pure=False)
-                               for _, parts, target in jobs])
+                _assemble(jobs, dtype.str)
+            else:  # on the workers, a few hundred files per task
+                client.gather([client.submit(_assemble, jobs[i:i + 256], dtype.str, pure=False)
+                               for i in range(0, len(jobs), 256)])
             _write_manifest(out_dir, tokenizer, dtype, out, time.perf_counter() - start)
     finally:
         if parts_dir is not None:
@@ -268,10 +321,14 @@ def _write_manifest(out_dir: Path, tokenizer: Tokenizer, dtype: np.dtype, files:
 
 
 def corpus_counts(tokenizer: Tokenizer, paths, *, client=None, word_pattern: str | None = None,
-                  range_bytes: int | None = None, progress: Progress | None = None) -> TextCounts:
+                  range_bytes: int | None = None, progress: Progress | None = None,
+                  invalid: str = "error") -> TextCounts:
     """The `TextCounts` of ``tokenizer`` over every file of ``paths``, each file measured on its own and the counts
-    added up (here, or on the workers of a Dask ``client``)."""
+    added up (here, or on the workers of a Dask ``client``). ``invalid``: text that is not UTF-8 is an error
+    (``"error"``) or left out and reported in ``skipped_bytes`` / ``skipped`` (``"skip"``)."""
     tokenizer = _check_tokenizer(getattr(tokenizer, "name", "tokenizer"), tokenizer)
+    if invalid not in INVALID:
+        raise ConfigurationError(f"invalid must be one of {INVALID}, got {invalid!r}")
     files = _files(paths)
     units = _plan(client, files, tokenizer.pretokenizer, range_bytes)
     total = [TextCounts(tokenizer.n_vocab)]
@@ -279,7 +336,7 @@ def corpus_counts(tokenizer: Tokenizer, paths, *, client=None, word_pattern: str
     def add(_, counts: TextCounts) -> None:
         total[0] = total[0] + counts
 
-    _on_units(client, tokenizer, _counts_unit, units, (word_pattern,), progress, add)
+    _on_units(client, tokenizer, _counts_unit, units, (word_pattern, invalid), progress, add)
     return total[0]
 
 

@@ -104,6 +104,8 @@ class TextCounts:
     n_word_tokens: int = 0
     n_continuing: int = 0
     id_counts: np.ndarray | None = None
+    skipped_bytes: int = 0       # bytes left out because they are not UTF-8 (corpus_counts(invalid="skip"))
+    skipped: tuple = ()          # the files they came from
 
     def __post_init__(self) -> None:
         if self.id_counts is None:
@@ -115,7 +117,8 @@ class TextCounts:
         fields = ("n_bytes", "n_chars", "n_words", "n_tokens", "char_split_tokens", "split_chars", "n_word_tokens",
                   "n_continuing")
         return TextCounts(self.n_vocab, *(getattr(self, f) + getattr(other, f) for f in fields),
-                          id_counts=self.id_counts + other.id_counts)
+                          id_counts=self.id_counts + other.id_counts, skipped_bytes=self.skipped_bytes + other.skipped_bytes,
+                          skipped=tuple(dict.fromkeys(self.skipped + other.skipped)))
 
 
 def text_counts(tokenizer: Tokenizer, data: bytes, *, word_pattern: str | None = None) -> TextCounts:

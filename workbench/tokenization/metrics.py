@@ -180,6 +180,7 @@ class TextMetrics:
     continuation_rate: float
     premium: float = float("nan")
     alpha: float = 2.5
+    skipped_bytes: int = 0   # corpus files only: bytes left out because they are not UTF-8 (invalid="skip")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -224,7 +225,7 @@ def metrics_from_counts(counts: TextCounts, *, alpha: float = 2.5, tokenizer_nam
         char_split_tokens=counts.char_split_tokens, char_split_rate=counts.char_split_tokens / n_tokens,
         split_chars=counts.split_chars,
         continuation_rate=counts.n_continuing / counts.n_word_tokens if counts.n_word_tokens else float("nan"),
-        alpha=alpha,
+        alpha=alpha, skipped_bytes=counts.skipped_bytes,
     )
 
 
@@ -304,6 +305,7 @@ class MetricTable:
     metrics: tuple[str, ...] = METRICS
     reference: str | None = "en"
     alpha: float = 2.5
+    skipped_bytes: np.ndarray | None = None  # int64[n_tokenizers, n_texts]: corpus bytes left out (not UTF-8)
 
     @property
     def rows(self) -> list[dict]:
@@ -353,12 +355,12 @@ class MetricTable:
 
 def corpus_metrics(tokenizer: Tokenizer, paths, *, client=None, alpha: float = 2.5, word_pattern: str | None = None,
                    range_bytes: int | None = None, progress=None, tokenizer_name: str | None = None,
-                   text_name: str = "corpus") -> TextMetrics:
+                   text_name: str = "corpus", invalid: str = "error") -> TextMetrics:
     """Every metric of ``tokenizer`` over the files of ``paths`` (files or folders; a corpus too large to hold in
     memory), measured in units of a few MB here, or on the workers of a Dask ``client``
     (`workbench.distributed.connect`); see `corpus_files.corpus_counts`. Each file is measured on its own: for one
-    file the values equal `text_metrics` on its text. ``progress(units done, units, bytes done)``. UTF-8 text only
-    (a CorpusError names the file otherwise).
+    file the values equal `text_metrics` on its text. ``progress(units done, units, bytes done)``. UTF-8 text only:
+    ``invalid="error"`` names a file that is not, ``"skip"`` leaves its text out and reports it in ``skipped_bytes``.
 
     >>> from pathlib import Path
     >>> m = corpus_metrics(load_tokenizer("gpt2"), [Path("crawl/")], client=connect(workers=8))   # doctest: +SKIP
@@ -368,7 +370,7 @@ def corpus_metrics(tokenizer: Tokenizer, paths, *, client=None, alpha: float = 2
     alpha = _check_alpha(alpha)
     name = tokenizer_name or getattr(tokenizer, "name", "tokenizer")
     counts = corpus_counts(_check_tokenizer(name, tokenizer), paths, client=client, word_pattern=word_pattern,
-                           range_bytes=range_bytes, progress=progress)
+                           range_bytes=range_bytes, progress=progress, invalid=invalid)
     return metrics_from_counts(counts, alpha=alpha, tokenizer_name=name, text_name=text_name)
 
 
@@ -381,14 +383,16 @@ def is_files(value) -> bool:
 
 def metric_table(tokenizers: Mapping[str, Tokenizer], texts: Mapping[str, str | Sequence[str]], *,
                  reference: str | None = "en", alpha: float = 2.5, word_pattern: str | None = None,
-                 client=None, progress=None) -> MetricTable:
+                 client=None, progress=None, invalid: str = "error") -> MetricTable:
     """Every metric for every tokenizer x text, plus the token premium of each text relative to ``reference``.
 
     ``tokenizers``: name -> :class:`Tokenizer`. ``texts``: name (e.g. a language code) -> text, or -> list of passages
     (as :func:`workbench.data.parallel_texts` gives; joined with blank lines), or -> corpus files (a ``pathlib.Path``
     or a list of them, files or folders: measured in pieces by `corpus_metrics`, on the workers of ``client`` when
     one is given; a ``str`` is always text). The premium assumes the texts are parallel; with lists of passages their
-    numbers must agree. ``reference=None`` skips the premium. ``progress(units done, units, bytes done)`` for files.
+    numbers must agree. ``reference=None`` skips the premium. ``progress(units done, units, bytes done)`` and
+    ``invalid`` (text that is not UTF-8: ``"error"`` or ``"skip"``, see `corpus_metrics`) for files; the bytes left
+    out are in the table's ``skipped_bytes``.
 
     >>> from workbench.data import parallel_texts
     >>> from workbench.tokenization import load_tokenizer
@@ -413,6 +417,7 @@ def metric_table(tokenizers: Mapping[str, Tokenizer], texts: Mapping[str, str | 
     alpha = _check_alpha(alpha)
     tok_names, text_names = tuple(tokenizers), order
     values = np.full((len(tok_names), len(text_names), len(METRICS)), np.nan)
+    skipped = np.zeros((len(tok_names), len(text_names)), dtype=np.int64)
     premium_at = METRICS.index("premium")
     n_tokens_at = METRICS.index("n_tokens")
     for i, tname in enumerate(tok_names):
@@ -420,7 +425,8 @@ def metric_table(tokenizers: Mapping[str, Tokenizer], texts: Mapping[str, str | 
         for j, xname in enumerate(text_names):
             if xname in files:
                 m = corpus_metrics(tok, files[xname], client=client, alpha=alpha, word_pattern=word_pattern,
-                                   progress=progress, tokenizer_name=tname, text_name=xname)
+                                   progress=progress, tokenizer_name=tname, text_name=xname, invalid=invalid)
+                skipped[i, j] = m.skipped_bytes
             else:
                 m = text_metrics(tok, texts[xname], alpha=alpha, word_pattern=word_pattern, tokenizer_name=tname,
                                  text_name=xname)
@@ -429,4 +435,4 @@ def metric_table(tokenizers: Mapping[str, Tokenizer], texts: Mapping[str, str | 
         if reference is not None:
             ref = values[i, text_names.index(reference), n_tokens_at]
             values[i, :, premium_at] = values[i, :, n_tokens_at] / ref
-    return MetricTable(values, tok_names, text_names, METRICS, reference, alpha)
+    return MetricTable(values, tok_names, text_names, METRICS, reference, alpha, skipped)

@@ -129,8 +129,23 @@ def test_bad_input_is_a_clear_error(gpt2, tmp_path):
     binary = tmp_path / "binary.bin"
     binary.write_bytes(b"text then \xff\xfe bytes")
     assert encode_files(gpt2, [binary])[0].n_tokens > 0          # ids of any bytes
-    with pytest.raises(CorpusError, match="not UTF-8 text.*byte 10"):
+    with pytest.raises(CorpusError, match="not UTF-8 text.*byte 10.*invalid='skip'"):
         corpus_metrics(gpt2, [binary])                            # characters and words need text
+    text = tmp_path / "text.txt"
+    text.write_text("Plain text, measured.")
+    skipped = corpus_metrics(gpt2, [binary, text], invalid="skip")   # or leave such text out, and say how much
+    # " \xff\xfe bytes" is cut out up to the safe cuts around it; "text then" is measured
+    assert skipped.skipped_bytes == 9 and skipped.n_bytes == len("text then") + text.stat().st_size
+    table = metric_table({"gpt2": gpt2}, {"files": [binary, text]}, reference=None, invalid="skip")
+    assert table.skipped_bytes[0, 0] == 9
+    # what is left out depends on the text only, not on how the file is cut into ranges
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(("Un café au lait, s'il vous plaît. " * 2000).encode("latin-1") + b"The end in UTF-8. " * 900)
+    whole = corpus_metrics(gpt2, [latin1], invalid="skip")
+    _same_metrics(whole, corpus_metrics(gpt2, [latin1], invalid="skip", range_bytes=7_001))
+    assert 0 < whole.skipped_bytes < latin1.stat().st_size - 16_000 and whole.n_words > 8000
+    with pytest.raises(ConfigurationError, match="invalid must be one of"):
+        corpus_metrics(gpt2, [text], invalid="ignore")
     with pytest.raises(ConfigurationError, match="not a workbench Tokenizer"):
         encode_files("gpt2", [binary])
 
