@@ -17,9 +17,11 @@ a difference is reported with the plain run's top-2 logit gap at that position (
 
 Also measured: the verify-cost curve (seconds of one verification pass against the number of draft nodes, on a
 256-token context, `workbench.speculative.costs`), the acceptance figures of every drafter and builder (vLLM's definitions), and Sequoia's
-hardware-aware budget chosen from the measured curve and the measured positional acceptance.
+hardware-aware budget chosen from the measured curve and the measured positional acceptance. With ``--workers N``
+(or ``--scheduler ADDRESS``) the acceptance sweep also runs on a Dask cluster, each worker loading the model once,
+and every run is checked to decide the same as the local one.
 
-    python benchmarks/speculative.py [--quick] [--json] [--threads N] [--new-tokens N]
+    python benchmarks/speculative.py [--quick] [--json] [--threads N] [--new-tokens N] [--workers N | --scheduler A]
     # the JSON object is the last line printed; results also go to benchmarks/results/speculative[_quick].json
 """
 
@@ -33,8 +35,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-
-from _threads import limit_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,26 +170,41 @@ def bench_set(runner, prompts, configs, n_new: int, hf: bool) -> dict:
     return result
 
 
-def acceptance_table(runner, prompts, n_new: int) -> dict:
-    from workbench.speculative import generate
+def acceptance_table(runner, prompts, n_new: int, client=None) -> dict:
+    """Every drafter and builder on ``prompts`` (`workbench.speculative.sweep`, here or on a Dask cluster)."""
+    from workbench.speculative.sweep import acceptance_sweep
 
+    sweep = acceptance_sweep(prompts, dict(ACCEPTANCE), max_new_tokens=n_new, client=client,
+                             runner=None if client is not None else runner)
     table = {}
-    for label, kw in ACCEPTANCE:
-        runs = []
-        for p in prompts:
-            ids = runner.encode_chat(p.text) if p.chat else runner.encode(p.text)
-            runs.append(generate(ids, max_new_tokens=n_new, runner=runner, **kw))
-        steps = sum(r.n_steps for r in runs)
-        drafts = sum(r.summary()["drafts"] for r in runs)
-        acc = sum(r.summary()["accepted"] for r in runs)
-        nodes = sum(r.summary()["drafted_nodes"] for r in runs)
-        toks = sum(len(r.output_ids) for r in runs)
-        secs = sum(r.seconds for r in runs)
-        table[label] = {"mean_acceptance_length": round(1 + acc / drafts, 3) if drafts else 1.0,
-                        "draft_acceptance_rate": round(acc / nodes, 3) if nodes else 0.0,
-                        "tokens_per_step": round(toks / steps, 3), "mean_nodes": round(nodes / max(drafts, 1), 1),
-                        "tokens_per_s": round(toks / secs, 2)}
-    return table
+    pooled = sweep.by_config()
+    for label, row in pooled.iterrows():
+        g = sweep.table[sweep.table["config"] == label]
+        table[label] = {"mean_acceptance_length": round(float(row["mean_acceptance_length"]), 3),
+                        "draft_acceptance_rate": round(float(row["draft_acceptance_rate"]), 3),
+                        "tokens_per_step": round(float(row["tokens_per_step"]), 3),
+                        "mean_nodes": round(float(g["drafted_nodes"].sum() / max(g["drafts"].sum(), 1)), 1),
+                        "tokens_per_s": round(float(row["tokens_per_s"]), 2)}
+    return table, sweep
+
+
+def acceptance_on_dask(args, runner, prompts, n_new: int, local) -> dict:
+    """The acceptance sweep again on a Dask cluster (each worker loads the model once): wall time against the local
+    sweep, and whether every run decided the same (tokens out, steps, drafts, accepted nodes, output ids)."""
+    from workbench.distributed import connect
+
+    client = connect(args.scheduler, workers=args.workers or None)
+    try:
+        t = time.perf_counter()
+        table, sweep = acceptance_table(runner, prompts, n_new, client=client)
+        wall = time.perf_counter() - t
+        workers = len(client.scheduler_info()["workers"])
+    finally:
+        client.close()
+    differ = (local.decided() != sweep.decided()).any(axis=1)
+    return {"workers": workers, "runs": len(sweep.table), "local_s": round(float(local.table["seconds"].sum()), 2),
+            "dask_wall_s": round(wall, 2), "identical": bool(not differ.any()),
+            "differing_runs": local.table.loc[differ, ["config", "prompt"]].values.tolist(), "table": table}
 
 
 def hardware_aware(runner, curve: dict, prompts, n_new: int) -> dict:
@@ -217,8 +232,16 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="only print the JSON line")
     parser.add_argument("--threads", type=int, default=0, help="thread pools (default: the libraries' own)")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens generated per prompt (default 96)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=0, help="also run the acceptance sweep on a local Dask "
+                       "cluster of N workers and check it against the local one")
+    where.add_argument("--scheduler", default=None, help="... or on this Dask scheduler's workers")
     args = parser.parse_args()
+    from _threads import limit_threads  # here, not at the top: Dask's spawned workers re-run this file's top
+
     limit_threads(args.threads)
+    # this folder holds benchmarks/distributed.py, which would hide Dask's "distributed" package (--workers)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     sys.path.insert(0, str(ROOT))
     if args.json:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence library chatter; restored below
@@ -237,6 +260,8 @@ def main() -> None:
     runner_verify_costs(runner)              # what the Thompson schedule reads: measured once per process
     sizes = [0, 1, 2, 4, 8, 16, 32, 64] if args.quick else [0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128]
     curve = verify_cost_curve(runner, sizes, repeats=3 if args.quick else 7)
+    acc_prompts, acc_new = grounded[:4] + open_[:2], min(n_new, 64)
+    acc_table, acc_sweep = acceptance_table(runner, acc_prompts, acc_new)
     result = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                     "threads": torch.get_num_threads(), "device": runner.device_name()},
@@ -244,9 +269,11 @@ def main() -> None:
         "verify_curve_s": {str(k): round(v, 5) for k, v in curve.items()},
         "grounded": bench_set(runner, grounded, GROUNDED, n_new, hf=True),
         "open": bench_set(runner, open_, OPEN, n_new, hf=True),
-        "acceptance": acceptance_table(runner, grounded[:4] + open_[:2], min(n_new, 64)),
+        "acceptance": acc_table,
         "hardware_aware_sequoia": hardware_aware(runner, curve, grounded[:2] + open_[:1], min(n_new, 48)),
     }
+    if args.workers or args.scheduler:
+        result["acceptance_on_dask"] = acceptance_on_dask(args, runner, acc_prompts, acc_new, acc_sweep)
     g, o = result["grounded"], result["open"]
     best_g = max((k for k in g if k not in ("plain", "hf_greedy", "hf_prompt_lookup")),
                  key=lambda k: g[k]["tokens_per_s"])

@@ -140,3 +140,17 @@ def test_lab_decodes_switches_drafter_and_keeps_the_last_run_on_bad_input(defaul
     lab.prompt, lab.temperature, lab.verifier, lab.builder = "Write a haiku about the sea.", 0.8, "specinfer", "native"
     sampled = lab.decode()
     assert sampled.params["verifier"] == "specinfer" and sampled.params["temperature"] == 0.8
+
+
+def test_lab_sweeps_the_drafters_over_prompts(default_model):
+    from widgets.speculative_lab.lab import SpeculativeLab
+    from workbench.speculative.prompts import task_prompts
+
+    lab = SpeculativeLab(decode_now=False, budget=6)
+    sweep = lab.sweep_drafters(blocking=True, prompts=task_prompts("grounded")[:2], max_new_tokens=12)
+    assert lab.sweep is sweep and len(sweep.table) == 8           # 4 drafters x 2 prompts
+    assert set(sweep.table["new_tokens"]) == {12}
+    assert sweep.table.groupby("prompt")["output_digest"].nunique().eq(1).all()  # greedy: same text whatever drafts
+    html = lab._sweep_table.object
+    assert "mean_acceptance_length" in html and "suffix" in html and "measured here" in html
+    assert "accepts the most" in lab.status and not lab._sweep.disabled

@@ -5,7 +5,8 @@ budget, a depth and a temperature; ``Decode`` runs `workbench.speculative.genera
 thread with progress, and every view updates when the run lands: the draft tree of each step (`DraftTreeView`),
 the text by token source (`AcceptanceStrip`), sequential vs PEARL (`PearlTimeline`), builders side by side under
 the run's measured acceptance vector (`BuilderCompare`) and expected vs measured speedup with the verify-cost curve
-(`SpeedupCurve`; ``Measure`` decodes the prompt at several draft lengths). Controls that do not re-run the model
+(`SpeedupCurve`; ``Measure`` decodes the prompt at several draft lengths), and every drafter over the task prompts
+(``sweep_drafters``, on the Dask cluster when one is connected). Controls that do not re-run the model
 (the step slider, the compare budget, the acceptance slider) only redraw.
 
 >>> lab = SpeculativeLab()                 # doctest: +SKIP  (decodes the default prompt once)
@@ -76,6 +77,7 @@ class SpeculativeLab(WorkbenchView):
     temperature = param.Number(default=0.0, bounds=(0.0, 2.0))
     max_new_tokens = param.Integer(default=48, bounds=(1, 512))
     run = param.Parameter(default=None, doc="The last SpecRun.")
+    sweep = param.Parameter(default=None, doc="The last AcceptanceSweep (`sweep_drafters`).")
     status = param.String(default="")
 
     def __init__(self, run=None, decode_now: bool = True, **params):
@@ -119,9 +121,18 @@ class SpeculativeLab(WorkbenchView):
         self._progress = pn.indicators.Progress(value=0, max=100, width=220, visible=False)
         self._status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-spec-status"])
         self.param.watch(lambda e: setattr(self._status, "object", e.new), "status")
+        self._sweep = pn.widgets.Button(label="Sweep the drafters over the task prompts", width=300,
+                                        css_classes=["wb-spec-sweep"])
+        self._sweep.on_click(lambda _: self.sweep_drafters(blocking=False))
+        self._sweep_table = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["wb-spec-sweep-table"])
+        sweep = pn.Column(self._sweep, pn.pane.Markdown(
+            "Every model-free drafter (draft length = the budget) on 3 input-grounded and 2 open-ended task prompts, "
+            "greedy, with vLLM's acceptance figures; on the Dask cluster's workers when one is connected (each loads "
+            "the model once)."), self._sweep_table, sizing_mode="stretch_width")
         tabs = pn.Tabs(("Draft tree", self.tree), ("Acceptance", self.strip),
                        ("Builders side by side", self.compare), ("Speedup", pn.Column(self._measure, self.speedup)),
-                       ("PEARL timeline", self.pearl), dynamic=False, sizing_mode="stretch_width")
+                       ("PEARL timeline", self.pearl), ("Drafters across prompts", sweep), dynamic=False,
+                       sizing_mode="stretch_width")
         self._views = tabs
         self._layout = pn.Column(
             "## Speculative decoding on SmolLM2-135M-Instruct",
@@ -154,6 +165,7 @@ class SpeculativeLab(WorkbenchView):
         self._progress.visible = on
         self._button.disabled = on
         self._measure.disabled = on
+        self._sweep.disabled = on
 
     def _finish(self, result: dict, show) -> None:
         """End of a background job: controls back, then its error in the status line or ``show(result)``."""
@@ -242,3 +254,47 @@ class SpeculativeLab(WorkbenchView):
         self.status = f"measuring {len(gammas)} draft lengths with {drafter} …"
         result = run_then_apply(work, lambda r: self._finish(r, show), blocking=blocking)
         return result.get("m") if result else None
+
+    def sweep_drafters(self, *, blocking: bool = True, prompts=None, max_new_tokens: int | None = None):
+        """Every model-free drafter on the task prompts (`workbench.speculative.sweep.acceptance_sweep`, on the
+        connected Dask cluster when there is one); the pooled table appears in "Drafters across prompts"."""
+        from workbench.speculative.prompts import task_prompts
+        from workbench.speculative.sweep import DRAFTER_CONFIGS
+
+        if prompts is None:
+            prompts = task_prompts("grounded")[:3] + task_prompts("open")[:2]
+        n = max_new_tokens or self.max_new_tokens
+        configs = {name: {**c, "schedule_params": {"gamma": self.budget}} for name, c in DRAFTER_CONFIGS.items()}
+        total = len(prompts) * len(configs)
+
+        def progress(done: int, total: int) -> None:
+            self._progress.value = int(100 * done / max(total, 1))
+
+        def work() -> dict:
+            from workbench.distributed import current_client
+            from workbench.speculative.sweep import acceptance_sweep
+
+            client = current_client()
+            t0 = time.perf_counter()
+            try:
+                sweep = acceptance_sweep(prompts, configs, max_new_tokens=n, client=client, progress=progress)
+            except WorkbenchError as exc:
+                return {"error": str(exc)}
+            return {"sweep": sweep, "seconds": time.perf_counter() - t0,
+                    "where": "on the Dask cluster" if client is not None else "here"}
+
+        def show(result: dict) -> None:
+            sweep = self.sweep = result["sweep"]
+            frame = sweep.by_config().round(3)
+            self._sweep_table.object = (
+                f"<p>{total} runs of {n} new tokens, {len(prompts)} prompts, draft length {self.budget}, "
+                f"measured {result['where']} in {result['seconds']:.1f} s.</p>" + frame.to_html(classes="wb-table"))
+            best = frame["mean_acceptance_length"].idxmax()
+            self.status = (f'<div class="wb-spec-summary">sweep: {best} accepts the most '
+                           f'({frame.loc[best, "mean_acceptance_length"]:.2f} tokens per draft)</div>')
+
+        self._busy(True)
+        self._progress.value = 0
+        self.status = f"sweeping {len(configs)} drafters over {len(prompts)} prompts …"
+        result = run_then_apply(work, lambda r: self._finish(r, show), blocking=blocking)
+        return result.get("sweep") if result else None

@@ -9,7 +9,7 @@ from pathlib import Path
 import panel as pn
 import param
 
-from widgets.base import WorkbenchView
+from widgets.base import WorkbenchView, run_then_apply
 from widgets.tokenizers_lab.boundaries import TokenBoundaries
 from widgets.tokenizers_lab.charts import ParityBars
 from widgets.tokenizers_lab.diff import TokenDiff
@@ -159,39 +159,40 @@ class TokenizersLab(WorkbenchView):
     def measure_corpus(self, *, blocking: bool = True):
         """Every metric of both tokenizers over the files of the chosen corpus (`metric_table` with files), on the
         connected Dask cluster when there is one; the table appears under the UDHR one. ``blocking=False``: the
-        button (runs in a thread)."""
+        button (the work runs in a thread, the view changes on the session's next tick)."""
         names = list(dict.fromkeys([self.tokenizer, self.compare]))
         corpus = self.corpus
 
-        def work():
+        def work() -> dict:
             from workbench.distributed import current_client
 
             client = current_client()
             files = [Path(p) for p in load_corpus(corpus).paths]
-            where = "on the Dask cluster" if client is not None else "here"
-            self.status = f"measuring {corpus} ({len(files)} files) {where} ..."
             start = time.perf_counter()
             try:
                 table = metric_table({n: shared_tokenizer(n) for n in names}, {corpus: files}, reference=None,
                                      client=client, invalid="skip")
             except WorkbenchError as exc:
-                self.status = f"⚠ {exc}"
-                return None
-            seconds = time.perf_counter() - start
-            self.corpus_metrics = table
+                return {"error": str(exc)}
+            return {"table": table, "files": len(files), "seconds": time.perf_counter() - start,
+                    "where": "on the Dask cluster" if client is not None else "here"}
+
+        def apply(result: dict) -> None:
+            if "error" in result:
+                self.status = f"⚠ {result['error']}"
+                return
+            table = self.corpus_metrics = result["table"]
             frame = table.to_pandas().set_index(["tokenizer", "text"])[list(CORPUS_METRICS)].round(3)
             n_bytes, skipped = int(table.metric("n_bytes")[0, 0]), int(table.skipped_bytes[0, 0])
             left_out = f" ({skipped:,} bytes that are not UTF-8 text left out)" if skipped else ""
-            self._corpus_table.object = (f"<p>On the corpus <b>{corpus}</b>: {len(files)} files, {n_bytes / 1e6:.1f} "
-                                         f"MB{left_out}, measured {where} in {seconds:.1f} s.</p>"
-                                         + frame.to_html(classes="wb-table"))
-            self.status = f"measured {corpus} in {seconds:.1f} s"
-            return table
+            self._corpus_table.object = (f"<p>On the corpus <b>{corpus}</b>: {result['files']} files, "
+                                         f"{n_bytes / 1e6:.1f} MB{left_out}, measured {result['where']} in "
+                                         f"{result['seconds']:.1f} s.</p>" + frame.to_html(classes="wb-table"))
+            self.status = f"measured {corpus} in {result['seconds']:.1f} s"
 
-        if blocking:
-            return work()
-        threading.Thread(target=work, daemon=True).start()
-        return None
+        self.status = f"measuring {corpus} …"
+        result = run_then_apply(work, apply, blocking=blocking)
+        return result.get("table") if result else None
 
     def train(self, *, blocking: bool = True) -> str | None:
         """Train on the chosen corpus in the background (``blocking=False``: the button) and select the result."""
