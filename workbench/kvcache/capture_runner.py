@@ -226,12 +226,3 @@ def default_runner() -> ModelRunner:
     if not hasattr(default_runner, "_runner"):
         default_runner._runner = ModelRunner()
     return default_runner._runner
-
-
-def torch_available_cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # pragma: no cover - torch is a hard dependency
-        return False

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench import backends
 from workbench.errors import KVCacheError
 from workbench.kvcache import kernels as K
 from workbench.kvcache import scores as SC
 from workbench.kvcache import select_kernels as SK
-from workbench.kvcache.capture_runner import torch_available_cuda as torch_cuda_available
 from workbench.kvcache.policies import Policy, make_policy, pyramid_budgets, resolve_budget
 from workbench.kvcache.trace import KVTrace
 
@@ -321,9 +321,7 @@ def replay(trace: KVTrace, policy, budget, *, seed: int | None = None, layers=No
     layer_budgets = np.zeros(len(lis), np.int64)
     sinks = 0
     seed = policy.params.get("seed", 0) if seed is None else seed
-    if backend not in ("auto", "numba", "torch"):
-        raise KVCacheError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
-    use_torch = backend == "torch" or (backend == "auto" and torch_cuda_available())
+    use_torch = backends.use_torch(backend, KVCacheError)
     if use_torch:
         from workbench.kvcache.torch_replay import replay_kept
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from workbench.backends import torch_device
 from workbench.errors import KVCacheError
 from workbench.kvcache import scores as SC
 from workbench.kvcache.policies import Policy, pyramid_budgets
@@ -51,7 +52,7 @@ _INF = float("inf")
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch_device()
 
 
 def top_mask(x: torch.Tensor, valid: torch.Tensor, k) -> torch.Tensor:

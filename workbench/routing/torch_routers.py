@@ -1,7 +1,7 @@
 """Torch implementation of every MoE router: the CUDA path of `route` and the benchmark's anchor.
 
-``route(logits, router, backend="torch")`` (or any router function with ``backend="torch"``) calls the
-function of the same name here, and ``backend="auto"`` picks it when a CUDA GPU is present (the numba kernels
+``route(logits, router, backend="torch")`` (or any router function with ``backend="torch"``) checks the logits
+(`as_tensor`) and the parameters (`result.PARAMS`) once, then calls the executor of the same name here, and ``backend="auto"`` picks it when a CUDA GPU is present (the numba kernels
 of `kernels` are the CPU path). It is the straightforward torch way of writing the routers: whole-batch tensor
 operations, no loop over tokens. The only loops are over the rounds of capacity-aware rerouting (one round per
 expert that fills up while dropped slots are rerouted; a handful in practice) -- every other step is one
@@ -37,7 +37,7 @@ Example::
     from workbench.routing import torch_routers as TR
 
     r = route(logits, "capacity_topk", k=2, capacity_factor=1.0, backend="torch")   # == backend="numba"
-    r = TR.expert_choice(logits, k=2, device="cuda")
+    r = route(logits, "expert_choice", k=2, backend="torch", device="cuda")
 """
 
 from __future__ import annotations
@@ -45,14 +45,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from workbench.backends import torch_device
 from workbench.errors import RoutingError
-from workbench.routing import routers as R
+from workbench.routing.result import ROUTER_NAMES, Routing, as_logits
 
 _INF = float("inf")
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch_device()
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -61,13 +62,13 @@ def default_device() -> torch.device:
 def as_tensor(logits, device=None, name: str = "router logits") -> torch.Tensor:
     """``logits`` (array-like or tensor, any float dtype, any device) as float64 [T, E] on ``device``
     (default: CUDA when available). Bad input raises the same `RoutingError` as the numba path
-    (`routers.as_logits`)."""
-    device = default_device() if device is None else torch.device(device)
+    (`result.as_logits`)."""
+    device = torch_device(device)
     if not torch.is_tensor(logits):
-        return torch.from_numpy(R.as_logits(logits, name)).to(device)
+        return torch.from_numpy(as_logits(logits, name)).to(device)
     x = logits.detach().to(device=device, dtype=torch.float64)
     if x.ndim != 2 or x.numel() == 0 or not bool(torch.isfinite(x).all()):
-        R.as_logits(logits, name)  # raises the numba path's message
+        as_logits(logits, name)  # raises the numba path's message
     return x.contiguous()
 
 
@@ -230,7 +231,7 @@ def _reroute(probs, requested, kept, order, capacity: int, loads):
 
 
 def _finish(router, params, probs, requested, gate, *, capacity=-1, policy="position", overflow="drop",
-            extra=None) -> R.Routing:
+            extra=None) -> Routing:
     """Torch twin of `routers._finish`: apply capacity (``capacity >= 0``) and package a numpy `Routing`."""
     n_experts = probs.shape[1]
     extra = dict(extra or {})
@@ -253,7 +254,7 @@ def _finish(router, params, probs, requested, gate, *, capacity=-1, policy="posi
         extra["rerouted_mask"] = rerouted
     requested = requested.cpu().numpy().astype(np.int32)
     kept = kept.cpu().numpy()
-    return R.Routing(router=router, params=params, assignments=assignments.cpu().numpy().astype(np.int32),
+    return Routing(router=router, params=params, assignments=assignments.cpu().numpy().astype(np.int32),
                      weights=weights.cpu().numpy().astype(np.float32), kept=kept,
                      loads=loads.cpu().numpy().astype(np.int64), capacity=int(capacity), requested=requested,
                      dropped=(requested >= 0) & ~kept, probs=probs.cpu().numpy().astype(np.float32),
@@ -267,70 +268,40 @@ def _softmax_topk(x: torch.Tensor, k: int, renormalize: bool):
     return probs, idx, _renormalise(gate) if renormalize else gate
 
 
-# --------------------------------------------------------------------------------------------------- routers
+# --------------------------------------------------------------------------------------------------- executors
+# Each takes the logits as a float64 tensor [T, E] (`as_tensor`) and the router's resolved parameters
+# (`result.PARAMS`, checked once by `routers`' dispatch) and returns the numba path's `Routing`.
 
 
-def topk_softmax(logits, k: int = 2, *, renormalize: bool = True, device=None) -> R.Routing:
-    """Torch `routers.topk_softmax` (Mixtral) on ``device`` (default: CUDA when available)."""
-    x = as_tensor(logits, device)
-    k = R._check_k(k, x.shape[1])
-    probs, idx, gate = _softmax_topk(x, k, renormalize)
-    return _finish("topk_softmax", {"k": k, "renormalize": bool(renormalize)}, probs, idx, gate)
+def topk_softmax(x: torch.Tensor, p: dict) -> Routing:
+    """Torch `routers.topk_softmax` (Mixtral)."""
+    probs, idx, gate = _softmax_topk(x, p["k"], p["renormalize"])
+    return _finish("topk_softmax", p, probs, idx, gate)
 
 
-def capacity_topk(logits, k: int = 2, *, capacity_factor: float = 1.25, capacity: int | None = None,
-                  drop_policy: str = "position", renormalize: bool = True, device=None) -> R.Routing:
+def capacity_topk(x: torch.Tensor, p: dict) -> Routing:
     """Torch `routers.capacity_topk` (GShard / BPR capacity and drop policies)."""
-    x = as_tensor(logits, device)
-    n, e = x.shape
-    k = R._check_k(k, e)
-    policy = R._choice("drop_policy", drop_policy, R.DROP_POLICIES)
-    cap = R._resolve_capacity(capacity, capacity_factor, n, e, k)
-    probs, idx, gate = _softmax_topk(x, k, renormalize)
-    params = {"k": k, "capacity_factor": capacity_factor if capacity is None else None, "capacity": cap,
-              "drop_policy": policy, "renormalize": bool(renormalize)}
-    return _finish("capacity_topk", params, probs, idx, gate, capacity=cap, policy=policy)
+    probs, idx, gate = _softmax_topk(x, p["k"], p["renormalize"])
+    return _finish("capacity_topk", p, probs, idx, gate, capacity=p["capacity"], policy=p["drop_policy"])
 
 
-def switch_top1(logits, *, capacity_factor: float | None = None, capacity: int | None = None,
-                drop_policy: str = "position", device=None) -> R.Routing:
+def switch_top1(x: torch.Tensor, p: dict) -> Routing:
     """Torch `routers.switch_top1` (Switch Transformer)."""
-    x = as_tensor(logits, device)
-    n, e = x.shape
-    policy = R._choice("drop_policy", drop_policy, R.DROP_POLICIES)
-    cap = -1
-    if capacity is not None or capacity_factor is not None:
-        cap = R._resolve_capacity(capacity, capacity_factor, n, e, 1)
     probs, idx, gate = _softmax_topk(x, 1, False)
-    params = {"capacity_factor": capacity_factor if capacity is None else None, "capacity": cap,
-              "drop_policy": policy}
-    return _finish("switch_top1", params, probs, idx, gate, capacity=cap, policy=policy)
+    return _finish("switch_top1", p, probs, idx, gate, capacity=p["capacity"], policy=p["drop_policy"])
 
 
-def capacity_aware(logits, k: int = 2, *, capacity_factor: float = 1.0, capacity: int | None = None,
-                   overflow: str = "drop", drop_policy: str = "score", renormalize: bool = True,
-                   device=None) -> R.Routing:
+def capacity_aware(x: torch.Tensor, p: dict) -> Routing:
     """Torch `routers.capacity_aware` (overflow "drop" or "reroute")."""
-    x = as_tensor(logits, device)
-    n, e = x.shape
-    k = R._check_k(k, e)
-    mode = R._choice("overflow", overflow, R.OVERFLOW_MODES)
-    policy = R._choice("drop_policy", drop_policy, R.DROP_POLICIES)
-    cap = R._resolve_capacity(capacity, capacity_factor, n, e, k)
-    probs, idx, gate = _softmax_topk(x, k, renormalize)
-    params = {"k": k, "capacity_factor": capacity_factor if capacity is None else None, "capacity": cap,
-              "overflow": mode, "drop_policy": policy, "renormalize": bool(renormalize)}
-    return _finish("capacity_aware", params, probs, idx, gate, capacity=cap, policy=policy, overflow=mode)
+    probs, idx, gate = _softmax_topk(x, p["k"], p["renormalize"])
+    return _finish("capacity_aware", p, probs, idx, gate, capacity=p["capacity"], policy=p["drop_policy"],
+                   overflow=p["overflow"])
 
 
-def expert_choice(logits, *, k: int = 2, capacity_factor: float = 1.0, capacity: int | None = None,
-                  device=None) -> R.Routing:
+def expert_choice(x: torch.Tensor, p: dict) -> Routing:
     """Torch `routers.expert_choice`: every expert takes its ``capacity`` most probable tokens (ties: the
     earlier token)."""
-    x = as_tensor(logits, device)
-    n, e = x.shape
-    k = R._check_k(k, e)
-    cap = min(n, R._resolve_capacity(capacity, capacity_factor, n, e, k))
+    cap = p["capacity"]
     probs = softmax(x)
     chosen = top_mask(probs, cap, dim=0)
     per_token = chosen.sum(dim=1)
@@ -343,13 +314,12 @@ def expert_choice(logits, *, k: int = 2, capacity_factor: float = 1.0, capacity:
     idx = idx.cpu().numpy().astype(np.int32)
     kept = idx >= 0
     per_token = per_token.cpu().numpy()
-    params = {"k": k, "capacity_factor": capacity_factor if capacity is None else None, "capacity": cap}
     extra = {"tokens_without_expert": int((per_token == 0).sum()),
              "mean_experts_per_token": float(per_token.mean())}
-    return R.Routing(router="expert_choice", params=params, assignments=idx, weights=weights, kept=kept,
-                     loads=chosen.sum(dim=0).cpu().numpy().astype(np.int64), capacity=cap,
-                     requested=idx.copy(), dropped=np.zeros_like(kept),
-                     probs=probs.cpu().numpy().astype(np.float32), extra=extra)
+    return Routing(router="expert_choice", params=p, assignments=idx, weights=weights, kept=kept,
+                   loads=chosen.sum(dim=0).cpu().numpy().astype(np.int64), capacity=cap,
+                   requested=idx.copy(), dropped=np.zeros_like(kept),
+                   probs=probs.cpu().numpy().astype(np.float32), extra=extra)
 
 
 def group_limited_topk(biased: torch.Tensor, k: int, n_groups: int, topk_groups: int) -> torch.Tensor:
@@ -366,80 +336,48 @@ def group_limited_topk(biased: torch.Tensor, k: int, n_groups: int, topk_groups:
     return topk_indices(biased, k)
 
 
-def deepseek_v3(logits, k: int = 2, *, bias=None, n_groups: int = 1, topk_groups: int = 1,
-                route_scale: float = 1.0, normalize: bool = True, device=None) -> R.Routing:
+def deepseek_v3(x: torch.Tensor, p: dict) -> Routing:
     """Torch `routers.deepseek_v3` (sigmoid scores, selection-only bias, group-limited top-k)."""
-    x = as_tensor(logits, device)
-    n, e = x.shape
-    k = R._check_k(k, e)
-    b = R._bias(bias, e)
-    n_groups = R._int("n_groups", n_groups, 1, e)
-    if e % n_groups:
-        raise RoutingError(f"n_groups={n_groups} does not divide the {e} experts into equal groups")
-    topk_groups = R._int("topk_groups", topk_groups, 1, n_groups, f" (there are {n_groups} groups)")
-    eligible = topk_groups * (e // n_groups)
-    if k > eligible:
-        raise RoutingError(f"k={k} is more than the {eligible} experts in the {topk_groups} eligible groups; "
-                           "raise topk_groups or lower k")
-    scale = R._positive("route_scale", route_scale)
     scores = torch.sigmoid(x)
-    idx = group_limited_topk(scores + torch.from_numpy(b).to(x.device)[None, :], k, n_groups, topk_groups)
+    idx = group_limited_topk(scores + torch.from_numpy(p["bias"]).to(x.device)[None, :], p["k"], p["n_groups"],
+                             p["topk_groups"])
     gate = _gather(scores, idx)
-    if normalize:
+    if p["normalize"]:
         gate = _renormalise(gate)
-    params = {"k": k, "n_groups": n_groups, "topk_groups": topk_groups, "route_scale": scale,
-              "normalize": bool(normalize), "bias": b.copy()}
-    return _finish("deepseek_v3", params, scores, idx, gate * scale)
+    return _finish("deepseek_v3", p, scores, idx, gate * p["route_scale"])
 
 
-def null_experts(logits, k: int = 2, *, n_null: int = 1, null_logit=0.0, renormalize: bool = True,
-                 device=None) -> R.Routing:
+def null_experts(x: torch.Tensor, p: dict) -> Routing:
     """Torch `routers.null_experts` (AdaMoE): null experts appended after the real ones; null slots do
     nothing."""
-    x = as_tensor(logits, device)
     n, e = x.shape
-    n_null = R._int("n_null", n_null, 1)
-    nl = np.asarray(null_logit, dtype=np.float64)
-    if nl.ndim > 1 or (nl.ndim == 1 and nl.shape[0] != n_null):
-        raise RoutingError(f"null_logit must be a number or one value per null expert ({n_null}), "
-                           f"got shape {nl.shape}")
-    if not np.isfinite(nl).all():
-        raise RoutingError("null_logit must be finite")
-    k = R._int("k", k, 1, e + n_null, f" (there are {e} real + {n_null} null experts)")
-    nulls = torch.from_numpy(np.broadcast_to(nl, (n_null,)).copy()).to(x.device)
+    n_null = p["n_null"]
+    nulls = torch.from_numpy(np.broadcast_to(np.asarray(p["null_logit"], np.float64), (n_null,)).copy()).to(x.device)
     full = torch.cat([x, nulls[None, :].expand(n, n_null)], dim=1)
-    probs_all, idx, gate = _softmax_topk(full, k, renormalize)
+    probs_all, idx, gate = _softmax_topk(full, p["k"], p["renormalize"])
     null_slots = idx >= e
     requested = torch.where(null_slots, torch.full_like(idx, -1), idx)
     real = (~null_slots).sum(dim=1).cpu().numpy()
     extra = {"mean_real_experts": float(real.mean()), "null_slots": null_slots.cpu().numpy(),
              "null_probs": probs_all[:, e:].cpu().numpy().astype(np.float32)}
-    params = {"k": k, "n_null": n_null, "null_logit": nl.tolist(), "renormalize": bool(renormalize)}
-    return _finish("null_experts", params, probs_all[:, :e], requested,
+    return _finish("null_experts", p, probs_all[:, :e], requested,
                    torch.where(null_slots, torch.zeros_like(gate), gate), extra=extra)
 
 
-def grouped_topk(logits, k: int = 2, *, n_groups: int = 2, renormalize: bool = False,
-                 device=None) -> R.Routing:
+def grouped_topk(x: torch.Tensor, p: dict) -> Routing:
     """Torch `routers.grouped_topk` (Pangu MoGE): ``k / n_groups`` experts inside each of the ``n_groups``
     groups."""
-    x = as_tensor(logits, device)
     n, e = x.shape
-    k = R._check_k(k, e)
-    n_groups = R._int("n_groups", n_groups, 1, e)
-    if e % n_groups or k % n_groups:
-        raise RoutingError(f"n_groups={n_groups} must divide both the {e} experts and k={k} "
-                           "(every group gets k / n_groups experts per token)")
+    k, n_groups = p["k"], p["n_groups"]
     probs = softmax(x)
     groups = x.view(n, n_groups, e // n_groups)
     per = topk_indices(groups, k // n_groups)  # torch.topk inside each group
     picks = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, per, True).view(n, e)
     idx = topk_indices(x.masked_fill(~picks, -_INF), k)
     gate = _gather(probs, idx)
-    if renormalize:
+    if p["renormalize"]:
         gate = _renormalise(gate)
-    params = {"k": k, "n_groups": n_groups, "renormalize": bool(renormalize)}
-    return _finish("grouped_topk", params, probs, idx, gate)
+    return _finish("grouped_topk", p, probs, idx, gate)
 
 
-ROUTERS = {name: globals()[name] for name in R.ROUTER_NAMES}  # the numba routers' torch twins, same names
+ROUTERS = {name: globals()[name] for name in ROUTER_NAMES}  # the numba executors' torch twins, same names

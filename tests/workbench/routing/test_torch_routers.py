@@ -11,6 +11,7 @@ import torch
 
 from tests.workbench.routing.test_routers import SHAPES, _configs, _logits, _with_bias
 from workbench.errors import RoutingError
+from workbench import backends
 from workbench.routing import ROUTER_NAMES, kernels, route, routers
 from workbench.routing import torch_routers as TR
 
@@ -40,7 +41,7 @@ def assert_same(got, want, label: str) -> None:
 
 def _check(x, name: str, params: dict, device=None) -> None:
     want = route(x, name, backend="numba", **params)
-    got = TR.ROUTERS[name](x, device="cpu" if device is None else device, **params)
+    got = route(x, name, backend="torch", device="cpu" if device is None else device, **params)
     assert_same(got, want, f"{name}{params}")
 
 
@@ -104,14 +105,16 @@ def test_route_backend_dispatch(monkeypatch):
     # "auto" is numba without a GPU and torch with one
     calls = []
     real = TR.ROUTERS["capacity_topk"]
-    monkeypatch.setitem(TR.ROUTERS, "capacity_topk", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
-    monkeypatch.setattr(routers, "_cuda_available", lambda: False)
+    monkeypatch.setitem(TR.ROUTERS, "capacity_topk", lambda x, p: calls.append(p) or real(x, p))
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
     route(x, "capacity_topk", k=2)
     routers.capacity_topk(x, k=2, backend="numba")
     assert calls == []
-    monkeypatch.setattr(routers, "_cuda_available", lambda: True)
-    r = route(x, "capacity_topk", k=2, capacity_factor=0.5, drop_policy="score")
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    r = route(x, "capacity_topk", k=2, capacity_factor=0.5, drop_policy="score", device="cpu")
+    # the torch executor gets the parameters checked and resolved once, by the dispatch
     assert len(calls) == 1 and calls[0]["drop_policy"] == "score" and calls[0]["capacity_factor"] == 0.5
+    assert calls[0]["capacity"] == r.capacity
     want = routers.capacity_topk(x, k=2, capacity_factor=0.5, drop_policy="score", backend="numba")
     assert_same(r, want, "auto")
 
