@@ -105,12 +105,12 @@ def _score_helpers(trace, name: str, budget: int):
     ``torch.matmul`` on its device."""
     from workbench.kvcache import make_policy
     from workbench.kvcache import scores as SC
-    from workbench.kvcache.replay import _check_window
+    from workbench.kvcache.policies import check_window
 
     prm = make_policy(name).params
     lis = range(trace.n_layers)
     if name in ("snapkv", "pyramidkv", "adakv", "kvcrush"):
-        window = _check_window(trace, make_policy(name), budget)
+        window = check_window(trace, make_policy(name), budget)
         for li in lis:
             SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
             if name == "kvcrush":

@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if client is not None:
             client.close()
     wall = time.perf_counter() - start
-    written = tok.save(output, format=args.format) or output
+    written = tok.save(output, format=args.format, overwrite=args.force)
     s = tok.training_stats
     print(f"trained {tok.n_vocab} tokens ({s.merges} merges) on {s.corpus_bytes / 1e6:.1f} MB, {s.documents} files, "
           f"{s.pieces:,} pieces, {s.unique_words:,} unique words in {wall:.2f} s "

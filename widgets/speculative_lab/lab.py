@@ -233,7 +233,7 @@ class SpeculativeLab(WorkbenchView):
         prompt, drafter, n = self.prompt, self.drafter, self.max_new_tokens
 
         def work() -> dict:
-            from workbench.speculative.costs import measured_speedups
+            from workbench.speculative.sweep import measured_speedups
 
             try:
                 if drafter == "early_exit":

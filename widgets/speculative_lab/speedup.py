@@ -1,7 +1,7 @@
 """``SpeedupCurve``: expected against measured speedup of chain drafts by draft length, next to the verify-cost curve
 that explains where speculation stops paying. The expectation is `costs.expected_speedups` (tokens per step
 under a per-token acceptance rate, over the measured cost of the pass); measured points come from
-`costs.measured_speedups` (real decodes with identical outputs).
+`sweep.measured_speedups` (real decodes with identical outputs).
 
 >>> view = SpeedupCurve(curve=runner_verify_costs(runner), alpha=0.7)      # doctest: +SKIP
 >>> view.alpha = 0.9; view.expected_source.data["speedup"][:3]            # doctest: +SKIP
@@ -26,7 +26,7 @@ class SpeedupCurve(WorkbenchView):
     curve = param.Dict(default=None, doc="Verify-cost curve {draft nodes: seconds}; 0 = a plain step.")
     alpha = param.Number(default=0.6, bounds=(0.0, 0.99), doc="Per-token acceptance rate of the expectation.")
     max_gamma = param.Integer(default=16, bounds=(1, 64), doc="Longest draft on the x axis.")
-    measured = param.Dict(default=None, doc="`costs.measured_speedups` output, drawn as points.")
+    measured = param.Dict(default=None, doc="`sweep.measured_speedups` output, drawn as points.")
 
     def __init__(self, **params):
         super().__init__(**params)

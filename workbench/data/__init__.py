@@ -14,6 +14,8 @@ from workbench.data.corpora import (
 )
 from workbench.data.loaders import (
     Document,
+    Text,
+    corpus_items,
     decode_text,
     iter_documents,
     list_files,
@@ -24,4 +26,5 @@ from workbench.data.loaders import (
 __all__ = [
     "LANGUAGES", "SAMPLES_DIR", "Corpus", "corpus_table", "parallel_table", "Document", "decode_text", "iter_documents", "language_name",
     "language_script", "list_files", "load_corpus", "parallel_texts", "shipped_corpora", "stdlib_paths", "stream_bytes",
+    "Text", "corpus_items",
 ]

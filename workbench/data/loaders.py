@@ -11,6 +11,7 @@ views that need ``str`` decode with :func:`decode_text`, which replaces invalid 
 from __future__ import annotations
 
 import os
+import re
 import sysconfig
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,71 @@ from workbench.errors import CorpusError, CorpusNotFoundError
 
 PathLike = str | os.PathLike
 DEFAULT_CHUNK_BYTES = 1 << 20  # 1 MiB
+
+
+# -- what a corpus argument means ----------------------------------------------------------------------------------
+class Text(str):
+    """A string that is text to train or measure on, never a path: ``train_bpe(Text("notes.txt"), 300)`` trains
+    on those nine characters. Plain ``str`` corpus items follow `corpus_items`' rule."""
+
+
+_PATH_END = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,5}$")
+
+
+def looks_like_path(text: str) -> bool:
+    """A str without white space that holds a path separator or ends like a file name (``corpus/my.txt``,
+    ``data.jsonl``), as a path a user meant to give.
+
+    >>> looks_like_path("corpus/my_corpus.txt"), looks_like_path("the cat sat on the mat"), looks_like_path("aaaa")
+    (True, False, False)
+    """
+    return (0 < len(text) < 4096 and not any(c.isspace() for c in text)
+            and ("/" in text or "\\" in text or bool(_PATH_END.search(text))))
+
+
+def corpus_items(corpus, *, error: type[Exception] = CorpusError) -> Iterator[tuple[str, object]]:
+    """The one rule for every API that takes a corpus: ``("bytes", data)`` for each in-memory document and
+    ``("file", Path)`` for each file. ``corpus`` is one item or an iterable of items:
+
+    * a ``pathlib.Path`` (or other ``os.PathLike``): a file or a folder (searched recursively);
+    * ``bytes``: raw bytes; `Text`: text, always;
+    * a ``str``: an existing file or folder is read as such; a string that `looks_like_path` but names nothing is a
+      `CorpusNotFoundError` (a mistyped path must not be trained on as if it were the text); any other string is
+      text.
+
+    ``error`` for anything else (or an empty corpus).
+
+    >>> [kind for kind, _ in corpus_items(["some text", b"bytes"])]
+    ['bytes', 'bytes']
+    """
+    if isinstance(corpus, (str, bytes, bytearray, memoryview, os.PathLike)):
+        corpus = [corpus]
+    try:
+        items = iter(corpus)
+    except TypeError:
+        raise error(f"The corpus must be str, bytes, a path or an iterable of these; got "
+                    f"{type(corpus).__name__}.") from None
+    n = 0
+    for item in items:
+        n += 1
+        if isinstance(item, Text):
+            yield "bytes", str.encode(item, "utf-8", "surrogatepass")
+        elif isinstance(item, str):
+            if len(item) < 4096 and "\n" not in item and "\0" not in item and os.path.exists(item):
+                yield from (("file", path) for path in list_files(item))
+            elif looks_like_path(item):
+                raise CorpusNotFoundError(f"{item!r} looks like a path, but there is no such file or folder; to use "
+                                          f"this string itself as text, pass workbench.data.Text({item!r}).")
+            else:
+                yield "bytes", item.encode("utf-8", "surrogatepass")
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            yield "bytes", bytes(item)
+        elif isinstance(item, os.PathLike):
+            yield from (("file", path) for path in list_files(item))
+        else:
+            raise error(f"Corpus items must be str, bytes or paths; got {type(item).__name__}.")
+    if n == 0:
+        raise error("The corpus is empty: nothing to train on.")
 
 
 @dataclass(frozen=True)

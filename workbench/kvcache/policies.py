@@ -58,6 +58,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from workbench.errors import KVCacheError
 
 
@@ -269,3 +271,42 @@ def pyramid_budgets(budget: int, window: int, n_layers: int, beta: float, layers
     # (a window larger than base can make the step negative: budgets past the context then keep everything, as
     # the official code does; they are reported as the context)
     return [min(max(0, hi - int(layer) * step) + int(window), int(n_prefill)) for layer in layers]
+
+
+SNAPKV_WINDOW = 64  # the official default (SnapKV's snapkv_utils.py, kvpress, PyramidKV)
+
+
+def default_window(budget: int, obs_window: int, n_prefill: int) -> int:
+    """The SnapKV-family observation window when none is given: the official 64, capped by the captured window and
+    the context; a budget not larger than that gets ``budget // 2`` (at least 1), since the official code needs
+    a capacity larger than the window."""
+    window = min(SNAPKV_WINDOW, int(obs_window), int(n_prefill))
+    return window if window < budget else max(1, budget // 2)
+
+
+def check_window(trace, policy: Policy, budget: int) -> int:
+    """The SnapKV-family observation window of ``policy`` on ``trace`` (a `KVTrace`) at ``budget`` tokens: its
+    ``window`` parameter checked against the context, the captured window and the budget, or `default_window`."""
+    window = policy.params.get("window")
+    if window is None:
+        return default_window(budget, trace.obs_window, trace.n_prefill)
+    window = int(window)
+    if window > trace.n_prefill:
+        raise KVCacheError(f"{policy.name} window {window} is larger than the context ({trace.n_prefill} tokens)")
+    if window > trace.obs_window:
+        raise KVCacheError(f"{policy.name} window {window} is larger than the captured observation window "
+                           f"({trace.obs_window}); capture again with obs_window={window}")
+    if window >= budget:
+        raise KVCacheError(f"{policy.name} window {window} leaves no room in a budget of {budget} tokens; "
+                           "give a larger budget or a smaller window")
+    return window
+
+
+def adakv_capacities(scores: np.ndarray, share: int, floor_ratio: float) -> np.ndarray:
+    """AdaKV's per-head capacities (``AdaptiveSnapKVCluster.update_kv``): ``c_h`` = how many of the layer's best
+    ``H x share`` (head, position) scores are head ``h``'s, then ``round(c_h (1 - floor_ratio) + int(share x
+    floor_ratio))`` (round half to even, as torch.round). ``scores`` [H, P] -> int64 [H]."""
+    h, p = scores.shape
+    top = np.argsort(-scores.ravel(), kind="stable")[: h * share]
+    counts = np.bincount(top // p, minlength=h)
+    return np.minimum(np.round(counts * (1.0 - floor_ratio) + int(share * floor_ratio)).astype(np.int64), p)

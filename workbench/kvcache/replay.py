@@ -20,7 +20,16 @@ from workbench.errors import KVCacheError
 from workbench.kvcache import kernels as K
 from workbench.kvcache import scores as SC
 from workbench.kvcache import select_kernels as SK
-from workbench.kvcache.policies import Policy, make_policy, pyramid_budgets, resolve_budget
+from workbench.kvcache.policies import (  # noqa: F401 - SNAPKV_WINDOW, default_window: importable here too
+    SNAPKV_WINDOW,
+    Policy,
+    adakv_capacities,
+    check_window,
+    default_window,
+    make_policy,
+    pyramid_budgets,
+    resolve_budget,
+)
 from workbench.kvcache.trace import KVTrace
 
 # cell codes of `Retention.cell_states`
@@ -100,33 +109,6 @@ def _as_policy(policy) -> Policy:
     return make_policy(policy) if isinstance(policy, str) else make_policy(policy)
 
 
-SNAPKV_WINDOW = 64  # the official default (SnapKV's snapkv_utils.py, kvpress, PyramidKV)
-
-
-def default_window(budget: int, obs_window: int, n_prefill: int) -> int:
-    """The SnapKV-family observation window when none is given: the official 64, capped by the captured window and
-    the context; a budget not larger than that gets ``budget // 2`` (at least 1), since the official code needs
-    a capacity larger than the window."""
-    window = min(SNAPKV_WINDOW, int(obs_window), int(n_prefill))
-    return window if window < budget else max(1, budget // 2)
-
-
-def _check_window(trace: KVTrace, policy: Policy, budget: int) -> int:
-    window = policy.params.get("window")
-    if window is None:
-        return default_window(budget, trace.obs_window, trace.n_prefill)
-    window = int(window)
-    if window > trace.n_prefill:
-        raise KVCacheError(f"{policy.name} window {window} is larger than the context ({trace.n_prefill} tokens)")
-    if window > trace.obs_window:
-        raise KVCacheError(f"{policy.name} window {window} is larger than the captured observation window "
-                           f"({trace.obs_window}); capture again with obs_window={window}")
-    if window >= budget:
-        raise KVCacheError(f"{policy.name} window {window} leaves no room in a budget of {budget} tokens; "
-                           "give a larger budget or a smaller window")
-    return window
-
-
 def _evict_layer(trace, li, policy, budget, kept_l, rng):
     """Fill kept_l [H, S, T] for one layer of an eviction policy; returns the layer's budget and sinks."""
     name, prm = policy.name, policy.params
@@ -166,7 +148,7 @@ def _evict_layer(trace, li, policy, budget, kept_l, rng):
         scores = SC.tova_scores(trace, li)
         mode = K.MODE_LAST_QUERY
     elif name in ("snapkv", "pyramidkv"):
-        window = _check_window(trace, policy, budget)
+        window = check_window(trace, policy, budget)
         scores = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
         recent = window
         if name == "pyramidkv":
@@ -188,22 +170,12 @@ def _prefill_then_append(trace, kept_prefill, kept_l):
     kept_l[:, :, n:] = (pos[None, :] <= (n + np.arange(trace.n_steps))[:, None])[None]
 
 
-def adakv_capacities(scores: np.ndarray, share: int, floor_ratio: float) -> np.ndarray:
-    """AdaKV's per-head capacities (``AdaptiveSnapKVCluster.update_kv``): ``c_h`` = how many of the layer's best
-    ``H x share`` (head, position) scores are head ``h``'s, then ``round(c_h (1 - floor_ratio) + int(share x
-    floor_ratio))`` (round half to even, as torch.round). ``scores`` [H, P] -> int64 [H]."""
-    h, p = scores.shape
-    top = np.argsort(-scores.ravel(), kind="stable")[: h * share]
-    counts = np.bincount(top // p, minlength=h)
-    return np.minimum(np.round(counts * (1.0 - floor_ratio) + int(share * floor_ratio)).astype(np.int64), p)
-
-
 def _adakv_layer(trace, li, policy, budget, kept_l):
     """AdaKV: every head keeps the window and its own best ``adakv_capacities`` context positions (the layer's
     H x (budget - window) slots shared out by score, ``floor`` of each head's share guaranteed)."""
     prm = policy.params
     h, n = trace.n_kv_heads, trace.n_prefill
-    window = _check_window(trace, policy, budget)
+    window = check_window(trace, policy, budget)
     scores = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])[:, : n - window]
     keep = np.zeros((h, n), bool)
     keep[:, n - window:] = True
@@ -244,7 +216,7 @@ def kvcrush_keep(base_scores, signatures, budget, window, fraction, anchor, rng)
 def _kvcrush_layer(trace, li, policy, budget, kept_l, rng):
     prm = policy.params
     n = trace.n_prefill
-    window = _check_window(trace, policy, budget)
+    window = check_window(trace, policy, budget)
     if prm["base"] == "snapkv":
         base = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
     elif prm["base"] == "h2o":

@@ -44,8 +44,7 @@ import torch
 from workbench.backends import torch_device
 from workbench.errors import KVCacheError
 from workbench.kvcache import scores as SC
-from workbench.kvcache.policies import Policy, pyramid_budgets
-from workbench.kvcache.replay import _check_window, adakv_capacities
+from workbench.kvcache.policies import Policy, adakv_capacities, check_window, pyramid_budgets
 from workbench.kvcache.trace import KVTrace
 
 _INF = float("inf")
@@ -138,7 +137,7 @@ def _eviction_scores(trace, lis, policy, budget, rng_for):
         scores = [SC.tova_scores(trace, li) for li in lis]
         mode = "last_query"
     elif name in ("snapkv", "pyramidkv"):
-        window = _check_window(trace, policy, budget)
+        window = check_window(trace, policy, budget)
         scores = [SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"]) for li in lis]
         recent = window
         if name == "pyramidkv":
@@ -251,7 +250,7 @@ def _evict(trace, lis, policy, budget, device, rng_for):
 def _adakv(trace, lis, policy, budget, device):
     prm = policy.params
     h, n, s, t = trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens
-    window = _check_window(trace, policy, budget)
+    window = check_window(trace, policy, budget)
     prefix = n - window
     keep = torch.zeros((len(lis), h, n), dtype=torch.bool, device=device)
     keep[..., prefix:] = True
@@ -276,7 +275,7 @@ def _kvcrush(trace, lis, policy, budget, device, rng_for):
     prm = policy.params
     h, n, s, t = trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens
     n_l = len(lis)
-    window = _check_window(trace, policy, budget)
+    window = check_window(trace, policy, budget)
     prefix, share = n - window, budget - window
     keep = torch.zeros((n_l, h, n), dtype=torch.bool, device=device)
     keep[..., prefix:] = True

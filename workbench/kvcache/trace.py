@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import KVCacheError, TraceMismatchError
+from workbench.saving import atomic_path, refuse_existing
 
 _ARRAYS = ("token_ids", "layers", "keys", "values", "queries", "attn", "prefill_colsum", "obs_attn", "obs_votes_heads")
 _OPTIONAL = ("attn_heads",)
@@ -157,18 +158,18 @@ class KVTrace:
                 + "; capture the text again with this model"
             )
 
-    def save(self, path) -> Path:
-        """Write the trace as one safetensors file (arrays + JSON metadata). Refuses to overwrite."""
+    def save(self, path, *, overwrite: bool = False) -> Path:
+        """Write the trace as one safetensors file (arrays + JSON metadata). Refuses to replace an existing file
+        unless ``overwrite``; the old file survives a failed write."""
         from safetensors.numpy import save_file
 
-        path = Path(path)
-        if path.exists():
-            raise KVCacheError(f"{path} exists; choose another name or delete it first")
+        path = refuse_existing(path, overwrite=overwrite, error=KVCacheError)
         meta = {"text": self.text, "tokens": json.dumps(self.tokens), "n_prefill": str(self.n_prefill),
                 "gqa": self.gqa, "model": json.dumps(self.model), "scaling": repr(float(self.scaling)),
                 "format": _FORMATS[-1]}
         names = _ARRAYS + tuple(k for k in _OPTIONAL if getattr(self, k) is not None)
-        save_file({k: np.ascontiguousarray(getattr(self, k)) for k in names}, str(path), metadata=meta)
+        with atomic_path(path, overwrite=overwrite, error=KVCacheError) as tmp:
+            save_file({k: np.ascontiguousarray(getattr(self, k)) for k in names}, str(tmp), metadata=meta)
         return path
 
     @classmethod

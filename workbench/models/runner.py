@@ -246,7 +246,7 @@ class ModelRunner:
 
     def __init__(self, model=None, tokenizer=None):
         if model is None:
-            from workbench.models import shared_default_model
+            from workbench.models.loading import shared_default_model
 
             model, default_tok = shared_default_model()
             tokenizer = tokenizer or default_tok

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -38,6 +37,7 @@ from torch import nn
 
 from workbench.errors import RoutingError
 from workbench.routing.trace import RoutingTrace
+from workbench.saving import atomic_path, refuse_existing
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 VARIANTS = ("micro", "global", "bias")
@@ -257,26 +257,16 @@ def save_tiny_moe(model: TinyMoE, path, *, extra: dict | None = None, overwrite:
     replace an existing file unless ``overwrite``; the old file survives a failed write."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise RoutingError(f"{path} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
+    path = refuse_existing(path, overwrite=overwrite, error=RoutingError, hint=" (CLI: --overwrite)")
     tensors = {}
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
         tensors[name] = t.float() if name.endswith(".bias") else t.half()
     meta = {"format": CHECKPOINT_FORMAT, "config": json.dumps(model.config.to_dict()),
             "variant": model.variant, "extra": json.dumps(extra or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    # (atomic_path makes it readable by all: safetensors writes 0600, and a shipped checkpoint must not be)
+    with atomic_path(path, overwrite=overwrite, error=RoutingError, hint=" (CLI: --overwrite)") as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; a shipped checkpoint must be readable by all
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -30,13 +30,13 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from workbench.errors import RoutingError
+from workbench.saving import atomic_path, refuse_existing
 
 FORMAT = "workbench-routingtrace-1"
 _ARRAYS = ("logits", "token_ids", "positions", "sequence_ids")
@@ -158,25 +158,18 @@ class RoutingTrace:
         existing file unless ``overwrite``; the old file survives a failed write."""
         from safetensors.numpy import save_file
 
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise RoutingError(f"{path} exists; pass overwrite=True or choose another name")
+        path = refuse_existing(path, overwrite=overwrite, error=RoutingError)
         try:
             meta_json = json.dumps(self.meta)
         except (TypeError, ValueError) as exc:
             raise RoutingError(f"meta must be JSON-serialisable to be saved: {exc}") from exc
         header = {"format": FORMAT, "tags": json.dumps(self.tags), "meta": meta_json,
                   "tokens": json.dumps(self.tokens)}
-        tmp = path.with_name(path.name + ".partial")
-        try:
-            arrays = {k: getattr(self, k) for k in _ARRAYS}
-            if self.bias is not None:
-                arrays["bias"] = self.bias
+        arrays = {k: getattr(self, k) for k in _ARRAYS}
+        if self.bias is not None:
+            arrays["bias"] = self.bias
+        with atomic_path(path, overwrite=overwrite, error=RoutingError) as tmp:
             save_file(arrays, str(tmp), metadata=header)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     @classmethod

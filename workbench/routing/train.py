@@ -569,7 +569,7 @@ def train_variants(variants: Sequence[str] = VARIANTS, *, out=None, steps: int |
     same_tokenizer = True
     if out is not None and (out / TOKENIZER_FILE).exists():
         # the checkpoints already there were trained with that tokenizer: only the very same one may join them
-        from workbench.tokenization.io import hf_json
+        from workbench.tokenization.writers import hf_json
 
         same_tokenizer = hf_json(tokenizer) == json.loads((out / TOKENIZER_FILE).read_text(encoding="utf-8"))
         if not same_tokenizer and not overwrite:
@@ -592,7 +592,7 @@ def train_variants(variants: Sequence[str] = VARIANTS, *, out=None, steps: int |
         report["variants"] = {v: r for v, r in previous.items() if v not in variants}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(out / TOKENIZER_FILE)
+        tokenizer.save(out / TOKENIZER_FILE, overwrite=True)  # checked above: absent, the same one, or overwrite
     for v in variants:
         cfg = variant_config(v, **dict(overrides))
         result = train_tiny_moe(cfg, data, progress=progress, show_progress=show_progress)

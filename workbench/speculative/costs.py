@@ -73,7 +73,6 @@ def expected_speedups(curve, alpha: float, gammas, draft_seconds_per_token: floa
     (the verify-cost ``curve`` {draft nodes: seconds}, interpolated, plus ``g`` draft tokens). float [len(gammas)].
     Example: a flat curve and alpha 0.8 give 3.36 at g = 4."""
     from workbench.speculative.run import expected_chain_length
-    from workbench.speculative.schedules import relative_costs
 
     gammas = np.asarray(list(gammas), np.int64)
     if gammas.size == 0 or (gammas < 0).any():
@@ -86,33 +85,23 @@ def expected_speedups(curve, alpha: float, gammas, draft_seconds_per_token: floa
     return np.array([expected_chain_length(alpha, g) / (rel[g] + g * extra) for g in gammas])
 
 
-def measured_speedups(prompt, gammas, *, drafter: str = "prompt_lookup", max_new_tokens: int = 48, runner=None,
-                      chat: bool = False) -> dict:
-    """Measured speedup of fixed-length chain drafts over plain greedy decoding on ``prompt``, one decode per length
-    in ``gammas`` (identical outputs): ``{"gammas", "speedup", "tokens_per_s", "plain_tokens_per_s", "alpha"}``,
-    ``alpha`` the per-token acceptance pooled over the runs (for `expected_speedups`): the geometric model's
-    maximum-likelihood estimate, accepted tokens / (accepted tokens + rejections)."""
-    from workbench.speculative.decode import generate, prompt_ids_for
-
-    if runner is None:
-        from workbench.models import default_runner
-
-        runner = default_runner()
-    ids = prompt_ids_for(runner, prompt, chat)
-    gammas = [int(g) for g in gammas]
-    if not gammas or min(gammas) < 1:
-        raise SpeculativeError("gammas must be positive draft lengths")
-    runner.greedy_cached(ids, 2)                                   # warm this context length up
-    t = time.perf_counter()
-    plain = runner.greedy_cached(ids, max_new_tokens, eos=True)
-    plain_tps = (len(plain) - len(ids)) / (time.perf_counter() - t)
-    tps, acc, rejected = [], 0, 0
-    for g in gammas:
-        run = generate(ids, drafter=drafter, schedule="fixed", schedule_params={"gamma": g},
-                       max_new_tokens=max_new_tokens, runner=runner)
-        s = run.summary()
-        tps.append(s["new_tokens"] / run.seconds)
-        acc += s["accepted"]
-        rejected += sum(1 for st in run.steps if st.tree.size and st.n_accepted < st.tree.max_depth)
-    return {"gammas": gammas, "tokens_per_s": tps, "plain_tokens_per_s": plain_tps,
-            "speedup": [x / plain_tps for x in tps], "alpha": acc / (acc + rejected) if acc + rejected else 0.0}
+def relative_costs(curve, max_gamma: int) -> np.ndarray:
+    """A verify-cost curve ``{draft nodes: seconds}`` (node count 0 = a plain step) as float [max_gamma + 1] costs
+    relative to the plain step, linearly interpolated between measured sizes and extrapolated past the last one
+    with its last slope. Example: ``relative_costs({0: 0.02, 4: 0.025, 8: 0.04}, 6)`` -> [1, 1.06, 1.13, 1.19,
+    1.25, 1.44, 1.63]."""
+    try:
+        items = sorted((int(k), float(v)) for k, v in dict(curve).items())
+    except (TypeError, ValueError) as exc:
+        raise SpeculativeError(f"costs must map draft-node counts to seconds: {exc}") from exc
+    if not items or items[0][0] != 0 or any(v <= 0 or not np.isfinite(v) for _, v in items):
+        raise SpeculativeError("costs need a positive time for 0 draft nodes (a plain step) and positive times")
+    n = np.array([k for k, _ in items], np.float64)
+    t = np.array([v for _, v in items], np.float64) / items[0][1]
+    g = np.arange(max_gamma + 1, dtype=np.float64)
+    out = np.interp(g, n, t)
+    if len(n) > 1 and max_gamma > n[-1]:
+        slope = (t[-1] - t[-2]) / (n[-1] - n[-2])
+        past = g > n[-1]
+        out[past] = t[-1] + slope * (g[past] - n[-1])
+    return out

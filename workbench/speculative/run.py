@@ -23,13 +23,13 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from workbench.errors import SpeculativeError
+from workbench.saving import atomic_path, refuse_existing
 from workbench.speculative.tree import DraftTree
 
 FORMAT = "workbench-specrun-1"
@@ -194,9 +194,7 @@ class SpecRun:
         """One safetensors file (flat arrays + JSON metadata). Refuses to replace a file unless ``overwrite``."""
         from safetensors.numpy import save_file
 
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise SpeculativeError(f"{path} exists; pass overwrite=True or choose another name")
+        path = refuse_existing(path, overwrite=overwrite, error=SpeculativeError)
         sizes = np.array([s.tree.size for s in self.steps], np.int64)
         n_acc = np.array([s.n_accepted for s in self.steps], np.int64)
 
@@ -220,13 +218,8 @@ class SpecRun:
                 "prefill_seconds": repr(float(self.prefill_seconds)), "text": self.text,
                 "token_strings": json.dumps(self.token_strings),
                 "tree_meta": json.dumps([s.tree.meta for s in self.steps], default=str)}
-        tmp = path.with_name(path.name + ".partial")
-        try:
+        with atomic_path(path, overwrite=overwrite, error=SpeculativeError) as tmp:
             save_file(arrays, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     @classmethod

@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.errors import SpeculativeError
+from workbench.speculative.costs import relative_costs  # noqa: F401 - also importable from here
 from workbench.speculative.drafter import check_budget
 from workbench.speculative.tree import DraftTree, tree_depths
 
@@ -208,28 +209,6 @@ class Thompson(Schedule):
         costs = self.costs if self.costs in (None, "measured") else {int(k): float(v) for k, v in self.costs.items()}
         return {"max_gamma": self.max_gamma, "cost_ratio": self.cost_ratio,
                 "verify_overhead": self.verify_overhead, "costs": costs, "seed": self.seed}
-
-
-def relative_costs(curve, max_gamma: int) -> np.ndarray:
-    """A verify-cost curve ``{draft nodes: seconds}`` (node count 0 = a plain step) as float [max_gamma + 1] costs
-    relative to the plain step, linearly interpolated between measured sizes and extrapolated past the last one
-    with its last slope. Example: ``relative_costs({0: 0.02, 4: 0.025, 8: 0.04}, 6)`` -> [1, 1.06, 1.13, 1.19,
-    1.25, 1.44, 1.63]."""
-    try:
-        items = sorted((int(k), float(v)) for k, v in dict(curve).items())
-    except (TypeError, ValueError) as exc:
-        raise SpeculativeError(f"costs must map draft-node counts to seconds: {exc}") from exc
-    if not items or items[0][0] != 0 or any(v <= 0 or not np.isfinite(v) for _, v in items):
-        raise SpeculativeError("costs need a positive time for 0 draft nodes (a plain step) and positive times")
-    n = np.array([k for k, _ in items], np.float64)
-    t = np.array([v for _, v in items], np.float64) / items[0][1]
-    g = np.arange(max_gamma + 1, dtype=np.float64)
-    out = np.interp(g, n, t)
-    if len(n) > 1 and max_gamma > n[-1]:
-        slope = (t[-1] - t[-2]) / (n[-1] - n[-2])
-        past = g > n[-1]
-        out[past] = t[-1] + slope * (g[past] - n[-1])
-    return out
 
 
 SCHEDULES = {"fixed": Fixed, "heuristic": Heuristic, "specdecpp": SpecDecPP, "thompson": Thompson}

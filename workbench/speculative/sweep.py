@@ -7,6 +7,9 @@ runs, given the same torch thread count (``threads``: set it for both sides; a d
 near-tie), for configurations that do not plan from measured time: the ``thompson`` schedule and the
 hardware-aware Sequoia budget read the machine's clock, so their rows depend on where they ran.
 
+`measured_speedups` times one prompt at several fixed draft lengths against plain greedy decoding (the lab's
+"Speedup" tab): timings, so it runs here.
+
 >>> from workbench.speculative.prompts import task_prompts
 >>> sweep = acceptance_sweep(task_prompts("grounded")[:2], {"lookup": {"drafter": "prompt_lookup"}},
 ...                          max_new_tokens=16)                                              # doctest: +SKIP
@@ -16,6 +19,7 @@ hardware-aware Sequoia budget read the machine's clock, so their rows depend on 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -166,3 +170,36 @@ def _on_cluster(client, points, progress) -> list[dict]:
         client.cancel(futures)
         raise
     return [{**row, "where": "dask"} for row in client.gather(futures)]
+
+
+# -- draft length against speedup ------------------------------------------------------------------------------
+def measured_speedups(prompt, gammas, *, drafter: str = "prompt_lookup", max_new_tokens: int = 48, runner=None,
+                      chat: bool = False) -> dict:
+    """Measured speedup of fixed-length chain drafts over plain greedy decoding on ``prompt``, one decode per length
+    in ``gammas`` (identical outputs): ``{"gammas", "speedup", "tokens_per_s", "plain_tokens_per_s", "alpha"}``,
+    ``alpha`` the per-token acceptance pooled over the runs (for `expected_speedups`): the geometric model's
+    maximum-likelihood estimate, accepted tokens / (accepted tokens + rejections)."""
+    from workbench.speculative.decode import generate, prompt_ids_for
+
+    if runner is None:
+        from workbench.models import default_runner
+
+        runner = default_runner()
+    ids = prompt_ids_for(runner, prompt, chat)
+    gammas = [int(g) for g in gammas]
+    if not gammas or min(gammas) < 1:
+        raise SpeculativeError("gammas must be positive draft lengths")
+    runner.greedy_cached(ids, 2)                                   # warm this context length up
+    t = time.perf_counter()
+    plain = runner.greedy_cached(ids, max_new_tokens, eos=True)
+    plain_tps = (len(plain) - len(ids)) / (time.perf_counter() - t)
+    tps, acc, rejected = [], 0, 0
+    for g in gammas:
+        run = generate(ids, drafter=drafter, schedule="fixed", schedule_params={"gamma": g},
+                       max_new_tokens=max_new_tokens, runner=runner)
+        s = run.summary()
+        tps.append(s["new_tokens"] / run.seconds)
+        acc += s["accepted"]
+        rejected += sum(1 for st in run.steps if st.tree.size and st.n_accepted < st.tree.max_depth)
+    return {"gammas": gammas, "tokens_per_s": tps, "plain_tokens_per_s": plain_tps,
+            "speedup": [x / plain_tps for x in tps], "alpha": acc / (acc + rejected) if acc + rejected else 0.0}

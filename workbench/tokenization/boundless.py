@@ -36,14 +36,13 @@ the vocabulary afterwards. Measured on Pride and Prejudice (train on 500 KB, eva
 from __future__ import annotations
 
 import heapq
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from workbench.data.loaders import list_files
+from workbench.data.loaders import corpus_items
 from workbench.errors import CorpusError, TokenizerError, TrainingError
 from workbench.tokenization import encoder as K
 from workbench.tokenization.bytelevel import BYTE_ORDER, BYTE_RANK
@@ -609,30 +608,16 @@ def _encoded_lengths(tok: Tokenizer, words: list[bytes], max_merges: int) -> lis
 
 
 def _read_documents(corpus) -> list[bytes]:
-    """Every document of ``corpus`` as bytes (str items as UTF-8, files read whole)."""
-    if isinstance(corpus, (str, bytes, bytearray, memoryview, os.PathLike)):
-        corpus = [corpus]
+    """Every document of ``corpus`` as bytes (`workbench.data.corpus_items`' rule; files read whole)."""
     docs: list[bytes] = []
-    try:
-        items = iter(corpus)
-    except TypeError:
-        raise TrainingError(f"The corpus must be str, bytes, a path or an iterable of these; "
-                            f"got {type(corpus).__name__}.") from None
-    for item in items:
-        if isinstance(item, str):
-            docs.append(item.encode("utf-8", "surrogatepass"))
-        elif isinstance(item, (bytes, bytearray, memoryview)):
-            docs.append(bytes(item))
-        elif isinstance(item, os.PathLike):
-            for path in list_files(item):
-                try:
-                    docs.append(path.read_bytes())
-                except OSError as exc:
-                    raise CorpusError(f"Cannot read corpus file {str(path)!r}: {exc.strerror or exc}.") from exc
-        else:
-            raise TrainingError(f"Corpus items must be str, bytes or paths; got {type(item).__name__}.")
-    if not docs:
-        raise TrainingError("The corpus is empty: nothing to train on.")
+    for kind, item in corpus_items(corpus, error=TrainingError):
+        if kind == "bytes":
+            docs.append(item)
+            continue
+        try:
+            docs.append(item.read_bytes())
+        except OSError as exc:
+            raise CorpusError(f"Cannot read corpus file {str(item)!r}: {exc.strerror or exc}.") from exc
     return docs
 
 

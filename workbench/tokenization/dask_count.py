@@ -1,7 +1,7 @@
 """Counting a corpus's words on a Dask cluster, for `train_bpe(..., client=...)`.
 
 Files are grouped into units of a few MB (`ranges.plan_units`), and large files cut into byte ranges at the same safe
-points the local trainer cuts its stream at (`trainer._safe_cut`: a space after a printable ASCII character; a newline for
+points the local trainer cuts its stream at (`ranges.safe_cut`: a space after a printable ASCII character; a newline for
 ``"superword"``; whole files for ``"none"``), so every unit is counted on a worker with the same Numba kernels and no
 piece crosses a range.
 Each worker sends back a `WordTable` (its unique words and their counts), never the text; tables are merged pairwise
@@ -19,15 +19,16 @@ import time
 import numpy as np
 
 from workbench.errors import DistributedError
-from workbench.tokenization import trainer as T
+from workbench.tokenization.pretokenize import split_bytes
 from workbench.tokenization.ranges import plan_units, range_chunks
+from workbench.tokenization.word_tables import WordCounter, WordTable
 
 
 def _register_sizeof() -> None:
     """Tell Dask a `WordTable`'s real size (its arrays), for its transfer and memory decisions and `Client.nbytes`."""
     from dask.sizeof import sizeof
 
-    sizeof.register(T.WordTable)(lambda table: table.nbytes + 64)
+    sizeof.register(WordTable)(lambda table: table.nbytes + 64)
 
 
 try:
@@ -36,9 +37,9 @@ except ImportError:  # pragma: no cover - dask is optional; this module is only 
     pass
 
 
-def count_unit(unit: list[tuple], pretokenizer: str) -> T.WordTable:
+def count_unit(unit: list[tuple], pretokenizer: str) -> WordTable:
     """The merged `WordTable` of a unit's ranges (`count_range` each); runs on a worker."""
-    counter = T._WordCounter()
+    counter = WordCounter()
     counted = 0
     for path, a, b in unit:
         table = count_range(path, a, b, pretokenizer)
@@ -49,24 +50,24 @@ def count_unit(unit: list[tuple], pretokenizer: str) -> T.WordTable:
     return out
 
 
-def count_range(path: str, start: int, end: int, pretokenizer: str) -> T.WordTable:
+def count_range(path: str, start: int, end: int, pretokenizer: str) -> WordTable:
     """Count the words of the bytes of ``path`` from the first safe cut at or after ``start`` to the first at or
     after ``end`` (whole file for ``"none"``; see `ranges.range_chunks`), streamed in chunks as the local trainer
     streams a file. Runs on a worker; returns its `WordTable` (``pieces`` and ``bytes_counted`` included)."""
-    counter = T._WordCounter()
+    counter = WordCounter()
     counted = 0
-    for chunk in range_chunks(path, start, end, pretokenizer, T.CHUNK_BYTES, error=DistributedError):
+    for chunk in range_chunks(path, start, end, pretokenizer, error=DistributedError):
         data = np.frombuffer(chunk, dtype=np.uint8)
-        counter.add(data, T.split_bytes(data, pretokenizer))
+        counter.add(data, split_bytes(data, pretokenizer))
         counted += len(chunk)
     table = counter.table()
     table.bytes_counted = counted
     return table
 
 
-def merge_tables(a: T.WordTable, b: T.WordTable) -> T.WordTable:
+def merge_tables(a: WordTable, b: WordTable) -> WordTable:
     """One table with the words of both and their summed counts (runs on a worker)."""
-    counter = T._WordCounter()
+    counter = WordCounter()
     counter.add_table(a)
     counter.add_table(b)
     out = counter.table()
@@ -75,7 +76,7 @@ def merge_tables(a: T.WordTable, b: T.WordTable) -> T.WordTable:
 
 
 def count_on_cluster(client, paths, pretokenizer: str, *, range_bytes: int | None = None,
-                     progress=None) -> tuple[T.WordTable, dict]:
+                     progress=None) -> tuple[WordTable, dict]:
     """Count the files ``paths`` on the workers of ``client``: returns the merged `WordTable` and figures (``units``
     counted, ``merges_on_workers``, ``count_table_bytes``: the word tables the ranges produced (all that can travel),
     ``worker_bytes_sent``: what Dask counted as sent between workers, ``final_table_bytes``: what the client fetched,
@@ -115,7 +116,7 @@ def count_on_cluster(client, paths, pretokenizer: str, *, range_bytes: int | Non
         client.cancel(list(ready.futures) + ([waiting] if waiting is not None else []))  # stop the rest
         raise
     if waiting is None:
-        return T._WordCounter().table(), {"units": 0, "merges_on_workers": 0, "worker_bytes_sent": 0,
+        return WordCounter().table(), {"units": 0, "merges_on_workers": 0, "worker_bytes_sent": 0,
                                           "count_table_bytes": 0, "final_table_bytes": 0, "seconds": 0.0}
     table = waiting.result()
     return table, {"units": len(units), "merges_on_workers": merges, "count_table_bytes": table_bytes,

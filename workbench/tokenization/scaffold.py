@@ -99,9 +99,6 @@ def formed_counts(final: np.ndarray, left: np.ndarray, right: np.ndarray, token_
 
 def _corpus_blocks(corpus, pretokenizer: str) -> Iterator[bytes]:
     """The corpus as byte blocks cut only where pieces end (the trainer's reader)."""
-    if isinstance(corpus, str):
-        yield _utf8(corpus)
-        return
     for kind, item in _documents(corpus):
         if kind == "bytes":
             yield item

@@ -396,12 +396,13 @@ class Tokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
     # -- persistence ----------------------------------------------------------------------------------------------
-    def save(self, path, format: str = "hf") -> None:
+    def save(self, path, format: str = "hf", *, overwrite: bool = False):
         """Write ``tokenizer.json`` (``format="hf"``, loadable by Hugging Face tokenizers) or a ``.tiktoken`` rank file
-        (``format="tiktoken"``, loadable by ``tiktoken.load.load_tiktoken_bpe``)."""
-        from workbench.tokenization.io import save_tokenizer
+        (``format="tiktoken"``, loadable by ``tiktoken.load.load_tiktoken_bpe``). Refuses to replace existing files
+        unless ``overwrite``. Returns the path written."""
+        from workbench.tokenization.writers import save_tokenizer
 
-        save_tokenizer(self, path, format=format)
+        return save_tokenizer(self, path, format=format, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return (f"Tokenizer({self.name!r}, n_vocab={self.n_vocab}, merges={len(self._merge_array)}, "

@@ -20,15 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.data.loaders import list_files
+from workbench.data.loaders import corpus_items, list_files
 from workbench.errors import CorpusError, TrainingError, WorkbenchError
 from workbench.tokenization import trainer_kernels as TK
 from workbench.tokenization.bytelevel import BYTE_ORDER, BYTE_RANK
 from workbench.tokenization.hashtables import capacity_for
 from workbench.tokenization.pretokenize import check_pretokenizer, split_bytes, split_documents
+from workbench.tokenization.ranges import CHUNK_BYTES
+from workbench.tokenization.ranges import CUTS as _CUTS
+from workbench.tokenization.ranges import safe_cut as _safe_cut
 from workbench.tokenization.tokenizer import Tokenizer
+from workbench.tokenization.word_tables import WordCounter as _WordCounter
 
-CHUNK_BYTES = 8 << 20
 MERGES_PER_CALL = 256
 
 
@@ -59,60 +62,10 @@ class TrainingStats:
 
 
 # -- reading the corpus -------------------------------------------------------------------------------------------
-def _safe_cut(chunk: bytes) -> int:
-    r"""Largest index i with chunk[i] a space (U+0020) and chunk[i-1] a printable non-space ASCII byte, or 0.
-
-    Every pre-tokenizer here ends a piece there, and the pieces before it look no further than that space (the only
-    lookahead, ``\s+(?!\S)``, ends whitespace runs, and chunk[i-1] is not whitespace), so counting the text before
-    and after separately gives the same pieces as counting it whole. A newline is not such a point: how a run of
-    newlines splits depends on what follows it.
-    """
-    i = len(chunk)
-    while True:
-        i = chunk.rfind(b" ", 1, i)
-        if i < 0:
-            return 0
-        if 0x21 <= chunk[i - 1] <= 0x7E:
-            return i
-
-
-def _line_cut(chunk: bytes) -> int:
-    """Largest index i with chunk[i] a newline and chunk[i-1] a printable non-space ASCII byte, or 0.
-
-    For ``"superword"``, whose pieces run across single spaces, a space is no boundary, but such a newline is: the
-    piece before it ends there whatever follows, and the one after starts fresh.
-    """
-    i = len(chunk)
-    while True:
-        i = chunk.rfind(b"\n", 1, i)
-        if i < 0:
-            return 0
-        if 0x21 <= chunk[i - 1] <= 0x7E:
-            return i
-
-
-#: How to cut a streamed file for each pre-tokenizer (default :func:`_safe_cut`; ``"none"`` reads files whole).
-_CUTS = {"superword": _line_cut}
-
-
 def _documents(corpus) -> Iterator[tuple[str, object]]:
-    """Yield ("bytes", data) for in-memory documents and ("file", path) for files."""
-    if isinstance(corpus, (str, bytes, bytearray, memoryview, os.PathLike)):
-        corpus = [corpus]
-    n = 0
-    for item in corpus:
-        n += 1
-        if isinstance(item, str):
-            yield "bytes", item.encode("utf-8", "surrogatepass")
-        elif isinstance(item, (bytes, bytearray, memoryview)):
-            yield "bytes", bytes(item)
-        elif isinstance(item, os.PathLike):
-            for path in list_files(item):
-                yield "file", path
-        else:
-            raise TrainingError(f"Corpus items must be str, bytes or paths; got {type(item).__name__}.")
-    if n == 0:
-        raise TrainingError("The corpus is empty: nothing to train on.")
+    """Yield ("bytes", data) for in-memory documents and ("file", path) for files (`workbench.data.corpus_items`'
+    rule: a str that looks like a path and names nothing is a CorpusNotFoundError, not text)."""
+    return corpus_items(corpus, error=TrainingError)
 
 
 def _file_chunks(path: Path, pretokenizer: str) -> Iterator[bytes]:
@@ -146,83 +99,6 @@ def _file_chunks(path: Path, pretokenizer: str) -> Iterator[bytes]:
 def _is_path_corpus(corpus) -> bool:
     return isinstance(corpus, os.PathLike) or (
         isinstance(corpus, (list, tuple)) and corpus and all(isinstance(c, os.PathLike) for c in corpus))
-
-
-class _WordCounter:
-    """Unique pre-tokenized words and their counts, in growable flat arrays."""
-
-    def __init__(self):
-        self.w_hash = np.zeros(1 << 16, np.uint64)
-        self.w_slot = np.zeros(1 << 16, np.int64)
-        self.w_off = np.zeros(1 << 15, np.int64)
-        self.w_len = np.zeros(1 << 15, np.int64)
-        self.w_count = np.zeros(1 << 15, np.int64)
-        self.arena = np.zeros(1 << 20, np.uint8)
-        self.st = np.zeros(2, np.int64)
-        self.pieces = 0
-
-    def add(self, data: np.ndarray, bounds: np.ndarray, weights: np.ndarray | None = None) -> None:
-        """Count the pieces ``data[bounds[k]:bounds[k + 1]]``, each once or ``weights[k]`` times."""
-        weighted = weights is not None
-        w = np.ascontiguousarray(weights, dtype=np.int64) if weighted else np.ones(1, np.int64)
-        self.pieces += int(w.sum()) if weighted else len(bounds) - 1
-        k = 0
-        while True:
-            k = TK.add_words(data, bounds, w, weighted, k, self.w_hash, self.w_slot, self.w_off, self.w_len,
-                             self.w_count, self.arena, self.st)
-            if k == len(bounds) - 1:
-                return
-            n_words, used = int(self.st[0]), int(self.st[1])
-            if n_words >= len(self.w_off):
-                size = 2 * len(self.w_off)
-                for name in ("w_off", "w_len", "w_count"):
-                    old = getattr(self, name)
-                    new = np.zeros(size, np.int64)
-                    new[:n_words] = old[:n_words]
-                    setattr(self, name, new)
-            if 2 * (n_words + 1) > len(self.w_hash):
-                self.w_hash, self.w_slot = TK.rehash_words(self.w_off, self.w_len, self.arena, n_words,
-                                                           2 * len(self.w_hash))
-            piece = int(bounds[k + 1] - bounds[k])
-            if used + piece > len(self.arena):
-                new = np.zeros(max(2 * len(self.arena), used + piece), np.uint8)
-                new[:used] = self.arena[:used]
-                self.arena = new
-
-    @property
-    def n_words(self) -> int:
-        return int(self.st[0])
-
-    def table(self) -> WordTable:
-        """The counted words as a compact `WordTable` (copies)."""
-        n, used = self.n_words, int(self.st[1])
-        return WordTable(self.arena[:used].copy(), self.w_len[:n].copy(), self.w_count[:n].copy(), self.pieces)
-
-    def add_table(self, table: WordTable) -> None:
-        """Add another counter's words with their counts."""
-        if len(table.lengths):
-            bounds = np.zeros(len(table.lengths) + 1, np.int64)
-            np.cumsum(table.lengths, out=bounds[1:])
-            pieces = self.pieces
-            self.add(table.arena, bounds, table.counts)
-            self.pieces = pieces + table.pieces
-
-
-@dataclass
-class WordTable:
-    """Unique words and their counts, compact: the words laid end to end in ``arena`` (uint8), their ``lengths`` and
-    ``counts`` (int64 [n_words]), how many ``pieces`` (occurrences) they stand for and how many ``bytes_counted``
-    of text. What a Dask worker sends back instead of the text it counted."""
-
-    arena: np.ndarray
-    lengths: np.ndarray
-    counts: np.ndarray
-    pieces: int = 0
-    bytes_counted: int = 0
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.arena.nbytes + self.lengths.nbytes + self.counts.nbytes)
 
 
 def count_documents(corpus, pretokenizer: str, counter: _WordCounter, stats: TrainingStats,

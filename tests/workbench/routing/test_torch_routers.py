@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.workbench.routing.test_routers import SHAPES, _configs, _logits, _with_bias
-from workbench.errors import RoutingError
 from workbench import backends
+from workbench.errors import RoutingError
 from workbench.routing import ROUTER_NAMES, kernels, route, routers
 from workbench.routing import torch_routers as TR
 
