@@ -99,3 +99,11 @@ def run_then_apply(work: Callable[[], dict], apply: Callable[[dict], None], *, b
         return result
     threading.Thread(target=lambda: done(work()), daemon=True).start()
     return None
+
+
+def error_html(message: str, *, lab: str, style: str = "") -> str:
+    """A lab's error line: ``style`` (the lab's CSS) and ``<div class="wb-<lab>-error">⚠ message</div>``; empty for
+    no message. Each lab binds its own: ``functools.partial(error_html, lab="kv", style=STYLE)``."""
+    import html
+
+    return f'{style}<div class="wb-{lab}-error">⚠ {html.escape(message)}</div>' if message else ""

@@ -15,7 +15,7 @@ from widgets.moe_lab.lab import MoERoutingLab
 from widgets.overview import Overview
 from widgets.speculative_lab.lab import SpeculativeLab
 from widgets.tokenizers_lab.lab import TokenizersLab
-from widgets.warmup import Job, WarmUp, process_warmup
+from widgets.warmup import MODEL_JOB, Job, WarmUp, process_warmup
 
 TABLE_CSS = """
 table.wb-table { border-collapse: collapse; font-size: 13px; margin: 4px 0 10px 0; }
@@ -23,76 +23,19 @@ table.wb-table th, table.wb-table td { border-bottom: 1px solid #ddd; padding: 3
 table.wb-table th { background: #f4f4f4; }
 """
 
-#: (tab title, factory) for every lab, in display order. Later labs append here.
-TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [
-    ("Overview", Overview),
-    ("Tokenizers", TokenizersLab),
-    ("KV cache", KVCacheLab),
-    ("MoE routing", MoERoutingLab),
-    ("Speculative decoding", SpeculativeLab),
-]
+#: The labs, in display order. Each says its tab title (``TAB``), the warm-up jobs it brings (``WARM_UP``:
+#: ``(key, what it does, function)``) and the jobs its tab waits for (``NEEDS``); the shared model job is
+#: `widgets.warmup.MODEL_JOB`. A new lab adds itself here and keeps its warm-up next to its tab.
+LABS = [Overview, TokenizersLab, KVCacheLab, MoERoutingLab, SpeculativeLab]
 
-
-def _load_model() -> None:
-    from workbench.models import shared_default_model
-
-    shared_default_model()
-
-
-def _warm_tokenizers() -> None:
-    from widgets.tokenizers_lab.lab import WARM, shared_tokenizer
-
-    for name in WARM:  # loads the vocabularies and compiles (or loads from cache) the tokenizer kernels
-        shared_tokenizer(name).encode("warm up 123")
-
-
-def _warm_kvcache() -> None:
-    """The KV-cache lab's default capture (shared by every session) and its replay kernels."""
-    from widgets.kvcache_lab.lab import QUALITY_POLICIES, default_trace
-    from widgets.kvcache_lab.retention import middle_layer
-    from workbench.kvcache import replay
-
-    trace = default_trace()
-    for policy in QUALITY_POLICIES:
-        replay(trace, policy, 64, layers=[middle_layer(trace)])
-
-
-def _warm_routing() -> None:
-    """Every router kernel, and the MoE lab's default trace (the tiny MoE model over the shipped excerpts)."""
-    from widgets.moe_lab.lab import default_trace
-    from workbench.routing import warmup
-
-    warmup()
-    default_trace()
-
-
-def _warm_speculative() -> None:
-    """The lab's kernels, and the model's verify-cost curve (what the Thompson schedule and the speedup view read)."""
-    from workbench.models import default_runner
-    from workbench.speculative import warm_up as speculative_warm_up
-    from workbench.speculative.costs import runner_verify_costs
-
-    speculative_warm_up()
-    runner_verify_costs(default_runner())
-
+#: (tab title, factory) for every lab, in display order.
+TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [(lab.TAB, lab) for lab in LABS]
 
 #: The one-time work of the labs, in the order it runs when no tab asks for its own first.
-JOBS: list[tuple[str, str, Callable[[], None]]] = [
-    ("model", "loading SmolLM2-135M-Instruct (from the converted-weights cache)", _load_model),
-    ("tokenizers", "loading the GPT-2 and SmolLM2 vocabularies, compiling the tokenizer kernels", _warm_tokenizers),
-    ("kvcache", "capturing the default KV trace on SmolLM2, compiling the replay kernels", _warm_kvcache),
-    ("routing", "compiling the router kernels, capturing the tiny MoE model's default trace", _warm_routing),
-    ("speculative", "compiling the speculative-decoding kernels, measuring the verify-cost curve", _warm_speculative),
-]
+JOBS: list[tuple[str, str, Callable[[], None]]] = [MODEL_JOB] + [job for lab in LABS for job in lab.WARM_UP]
 
 #: Which jobs each tab waits for before it is built.
-NEEDS: dict[str, list[str]] = {
-    "Overview": ["model"],
-    "Tokenizers": ["tokenizers"],
-    "KV cache": ["model", "kvcache"],
-    "MoE routing": ["routing"],
-    "Speculative decoding": ["model", "speculative"],
-}
+NEEDS: dict[str, list[str]] = {lab.TAB: list(lab.NEEDS) for lab in LABS}
 
 
 def make_warmup() -> WarmUp:

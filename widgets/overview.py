@@ -48,6 +48,10 @@ class Overview(WorkbenchView):
     (columns ``rank``, ``token``, ``label``, ``id``, ``probability``).
     """
 
+    TAB = "Overview"
+    WARM_UP: list = []
+    NEEDS = ["model"]
+
     text = param.String(default=DEFAULT_PROMPT, doc="Text whose next token the model predicts.")
     k = param.Integer(default=10, bounds=(1, 50), doc="How many candidates to show.")
     corpus = param.String(default="prose_en", doc="Corpus shown in the sample box.")

@@ -153,3 +153,13 @@ def process_warmup(make: Callable[[], WarmUp]) -> WarmUp:
         if "dashboard" not in _PROCESS:
             _PROCESS["dashboard"] = make()
         return _PROCESS["dashboard"]
+
+
+def _load_model() -> None:
+    from workbench.models import shared_default_model
+
+    shared_default_model()
+
+
+#: The job every lab that runs SmolLM2 waits for.
+MODEL_JOB = ("model", "loading SmolLM2-135M-Instruct (from the converted-weights cache)", _load_model)

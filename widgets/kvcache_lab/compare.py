@@ -29,23 +29,10 @@ from widgets.kvcache_lab.retention import (
 )
 from workbench.errors import WorkbenchError
 from workbench.kvcache import POLICY_NAMES, replay
+from workbench.kvcache.replay import D_BOTH, D_NEITHER, D_ONLY_A, D_ONLY_B
 
-# difference-map cell codes
-D_FUTURE, D_BOTH, D_ONLY_A, D_ONLY_B, D_NEITHER = 0, 1, 2, 3, 4
 DIFF_NAMES = ("future", "kept by both", "only A", "only B", "neither")
 DIFF_COLOURS = ("#ffffff", "#4c78a8", "#f58518", "#54a24b", "#e0e0e0")
-
-
-def difference_codes(kept_a: np.ndarray, kept_b: np.ndarray, n_prefill: int) -> np.ndarray:
-    """int8 [S, T] difference codes of two kept masks bool [S, T] of the same trace (step s sees positions
-    <= n_prefill + s)."""
-    s, t = kept_a.shape
-    exists = np.arange(t)[None, :] <= (n_prefill + np.arange(s))[:, None]
-    out = np.where(exists, D_NEITHER, D_FUTURE).astype(np.int8)
-    out[kept_a & kept_b] = D_BOTH
-    out[kept_a & ~kept_b] = D_ONLY_A
-    out[kept_b & ~kept_a] = D_ONLY_B
-    return out
 
 
 class PolicyCompare(WorkbenchView):
@@ -145,8 +132,7 @@ class PolicyCompare(WorkbenchView):
         geometry = dict(x=[0], y=[0], dw=[t], dh=[s])
         self.source_a.data = dict(image=[ra.cell_states(0, self.head)], **geometry)
         self.source_b.data = dict(image=[rb.cell_states(0, self.head)], **geometry)
-        kept_a, kept_b = ra.kept[0, self.head], rb.kept[0, self.head]
-        diff = self.diff = difference_codes(kept_a, kept_b, ra.n_prefill)
+        diff = self.diff = ra.difference(rb, 0, self.head)
         self.source_diff.data = dict(image=[diff], **geometry)
         self.counts = {name: int(np.count_nonzero(diff == code)) for name, code in
                        (("both", D_BOTH), ("only_a", D_ONLY_A), ("only_b", D_ONLY_B), ("neither", D_NEITHER))}

@@ -10,12 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 import panel as pn
 import param
 
-from widgets.base import WorkbenchView
+from widgets.base import WorkbenchView, run_then_apply
 from widgets.kvcache_lab.compare import PolicyCompare
 from widgets.kvcache_lab.quality import QualityVsBudget
 from widgets.kvcache_lab.retention import RetentionMap
@@ -94,22 +93,6 @@ def default_trace() -> KVTrace:
     return shared_trace(excerpt(DEFAULT_SOURCE), DECODE_STEPS)
 
 
-def _in_session(doc, fn: Callable[[], None], blocking: bool) -> None:
-    """Run ``fn`` where it may change Bokeh models: directly when blocking or headless, otherwise on the session's
-    next tick (a background thread must not touch a served document without its lock)."""
-    if blocking or doc is None or getattr(doc, "session_context", None) is None:
-        fn()
-        return
-
-    def run() -> None:
-        from panel.io.state import set_curdoc
-
-        with set_curdoc(doc):
-            fn()
-
-    doc.add_next_tick_callback(run)
-
-
 def parse_budgets(text: str) -> list[int]:
     """``"16, 32 64"`` -> ``[16, 32, 64]``; a `KVCacheError` for anything but positive integers."""
     parts = [p for p in text.replace(",", " ").split() if p]
@@ -122,10 +105,25 @@ def parse_budgets(text: str) -> list[int]:
     return sorted(set(values))
 
 
+def warm_up() -> None:
+    """The dashboard's warm-up job for this tab: the default capture (shared by every session) and the replay
+    kernels of the quality policies."""
+    from widgets.kvcache_lab.retention import middle_layer
+    from workbench.kvcache import replay
+
+    trace = default_trace()
+    for policy in QUALITY_POLICIES:
+        replay(trace, policy, 64, layers=[middle_layer(trace)])
+
+
 class KVCacheLab(WorkbenchView):
     """The KV-cache lab. ``trace`` is the capture every view replays; ``capture_text()`` replaces it with a capture
     of ``text``; ``run_quality()`` runs the quality sweep. Views: ``retention_map``, ``evicted_text``,
     ``compare`` and ``quality`` (their policy/budget/layer/head follow the retention map's controls)."""
+
+    TAB = "KV cache"
+    WARM_UP = [("kvcache", "capturing the default KV trace on SmolLM2, compiling the replay kernels", warm_up)]
+    NEEDS = ["model", "kvcache"]
 
     source = param.Selector(default=DEFAULT_SOURCE, objects=[*EXCERPTS, OWN_TEXT])
     text = param.String(default="")
@@ -254,42 +252,32 @@ class KVCacheLab(WorkbenchView):
         """Capture ``text`` with ``decode_steps`` decode steps and show it (``blocking=False``: in a thread, the
         button's way). Returns the trace when blocking; a bad text leaves the current trace and says why."""
         text, steps = self.text, self.decode_steps
-        doc = pn.state.curdoc
-        result: dict = {}
 
-        def work() -> None:
+        def work() -> dict:
             t0 = time.perf_counter()
-            self._busy(True)
-            self.status = f"capturing {len(text):,} characters with SmolLM2 …"
             try:
-                result["trace"] = shared_trace(text, steps)
+                return {"trace": shared_trace(text, steps), "seconds": time.perf_counter() - t0}
             except WorkbenchError as exc:
-                result["error"] = f"⚠ {exc}"
-            seconds = time.perf_counter() - t0
+                return {"error": f"⚠ {exc}"}
 
-            def apply() -> None:
-                self._busy(False)
-                if "error" in result:
-                    self.status = result["error"]
-                    return
-                self.trace = result["trace"]
-                self.status = f"{self._describe(self.trace)}; captured in {seconds:.1f} s"
+        def apply(result: dict) -> None:
+            self._busy(False)
+            if "error" in result:
+                self.status = result["error"]
+                return
+            self.trace = result["trace"]
+            self.status = f"{self._describe(self.trace)}; captured in {result['seconds']:.1f} s"
 
-            _in_session(doc, apply, blocking)
-
-        if blocking:
-            work()
-            return result.get("trace")
-        threading.Thread(target=work, daemon=True).start()
-        return None
+        self._busy(True)
+        self.status = f"capturing {len(text):,} characters with SmolLM2 …"
+        result = run_then_apply(work, apply, blocking=blocking)
+        return result.get("trace") if result else None
 
     def run_quality(self, *, blocking: bool = True):
         """Run `quality_sweep` (and the passkey probe when ``quality_passkey``) for ``quality_policies`` x
         ``quality_budgets`` on the current trace, then plot it. Returns the `QualitySweep` when blocking."""
         trace, policies = self.trace, list(self.quality_policies)
         passkey = self.quality_passkey
-        doc = pn.state.curdoc
-        result: dict = {}
         if trace is None:
             self.quality_status = "⚠ capture a text first"
             return None
@@ -299,44 +287,36 @@ class KVCacheLab(WorkbenchView):
         def progress(done: int, total: int) -> None:
             self._q_progress.value = int(100 * done / max(total, 1))
 
-        def work() -> None:
+        def work() -> dict:
             t0 = time.perf_counter()
-            self._q_progress.value = 0
-            self._q_progress.visible = True
-            self._q_button.disabled = True
-            self.quality_status = f"running {len(policies)} policies x {len(budgets)} budgets …"
             try:
                 if not policies or not budgets:
                     raise KVCacheError("choose at least one policy and one budget smaller than the text")
-                probe = None
-                if passkey:
-                    self.quality_status = "passkey probe …"
-                    probe = passkey_probe(policies, budgets, trials=1, progress=progress)
-                    self.quality_status = "quality sweep …"
-                result["sweep"] = quality_sweep(None, policies, budgets, trace=trace, passkey=probe,
-                                                progress=progress, client=current_client())
+                probe = passkey_probe(policies, budgets, trials=1, progress=progress) if passkey else None
+                sweep = quality_sweep(None, policies, budgets, trace=trace, passkey=probe, progress=progress,
+                                      client=current_client())
             except WorkbenchError as exc:
-                result["error"] = f"⚠ {exc}"
-            seconds = time.perf_counter() - t0
+                return {"error": f"⚠ {exc}"}
+            return {"sweep": sweep, "seconds": time.perf_counter() - t0}
 
-            def apply() -> None:
-                self._q_progress.visible = False
-                self._q_button.disabled = False
-                if "error" in result:
-                    self.quality_status = result["error"]
-                    return
-                self.sweep = result["sweep"]
-                self.quality.table = self.sweep.table
-                self._q_results.visible = True
-                self._q_help.visible = False
-                note = f" (budgets {dropped} skipped: not smaller than the text)" if dropped else ""
-                self.quality_status = (f"{len(self.sweep.table)} evaluations on {trace.n_tokens} tokens in "
-                                       f"{seconds:.1f} s{note}")
+        def apply(result: dict) -> None:
+            self._q_progress.visible = False
+            self._q_button.disabled = False
+            if "error" in result:
+                self.quality_status = result["error"]
+                return
+            self.sweep = result["sweep"]
+            self.quality.table = self.sweep.table
+            self._q_results.visible = True
+            self._q_help.visible = False
+            note = f" (budgets {dropped} skipped: not smaller than the text)" if dropped else ""
+            self.quality_status = (f"{len(self.sweep.table)} evaluations on {trace.n_tokens} tokens in "
+                                   f"{result['seconds']:.1f} s{note}")
 
-            _in_session(doc, apply, blocking)
-
-        if blocking:
-            work()
-            return result.get("sweep")
-        threading.Thread(target=work, daemon=True).start()
-        return None
+        self._q_progress.value = 0
+        self._q_progress.visible = True
+        self._q_button.disabled = True
+        self.quality_status = (f"running {len(policies)} policies x {len(budgets)} budgets"
+                               + (" (passkey probe first)" if passkey else "") + " …")
+        result = run_then_apply(work, apply, blocking=blocking)
+        return result.get("sweep") if result else None

@@ -12,6 +12,7 @@ or layer replays that one layer (about 10 ms for a 400-token trace); changing th
 
 from __future__ import annotations
 
+import functools
 import html
 import time
 
@@ -22,6 +23,7 @@ from bokeh.models import ColumnDataSource, CustomJSHover, HoverTool, LinearColor
 from bokeh.plotting import figure
 
 from widgets.base import WorkbenchView
+from widgets.base import error_html as base_error_html
 from workbench.errors import WorkbenchError
 from workbench.kvcache import POLICY_NAMES, SPECS, replay
 from workbench.kvcache.replay import EVICTED, FUTURE, KEPT, SINK, SKIPPED
@@ -83,8 +85,7 @@ def about_html(name: str) -> str:
     return f'{STYLE}<div class="wb-stats wb-kv-about">{"<br>".join(p for p in parts if p)}</div>'
 
 
-def error_html(message: str) -> str:
-    return f'{STYLE}<div class="wb-kv-error">⚠ {html.escape(message)}</div>' if message else ""
+error_html = functools.partial(base_error_html, lab="kv", style=STYLE)
 
 
 def state_figure(title: str, names=STATE_NAMES, colours=STATE_COLOURS, *, height: int = 300, x_range=None,

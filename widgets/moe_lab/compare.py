@@ -24,10 +24,8 @@ from widgets.moe_lab.heatmap import (
     STYLE,
     RoutedView,
     expert_colours,
-    first_experts,
     layer_label,
     served_lists,
-    served_mask,
     tokens_html,
 )
 from widgets.moe_lab.load import draw_loads, load_figure, load_y_end
@@ -73,10 +71,10 @@ class RouterCompare(RoutedView):
         for tag, r, plot in (("A", ra, self._plot_a), ("B", rb, self._plot_b)):
             cap = "no capacity" if r.capacity < 0 else f"capacity {r.capacity}"
             plot.title.text = f"{tag}: {r.router} ({cap})"
-        differ = self.differ = (served_mask(ra) != served_mask(rb)).any(axis=1)
+        differ = self.differ = (ra.served_mask() != rb.served_mask()).any(axis=1)
         self.n_differ = int(differ.sum())
         colours = expert_colours(ra.n_experts)
-        first_b = first_experts(rb).tolist()
+        first_b = rb.first_experts().tolist()
         names_a, names_b = served_lists(ra), served_lists(rb)
         classes, titles, styles = [], [], []
         for t, d in enumerate(differ.tolist()):

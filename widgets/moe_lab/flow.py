@@ -19,7 +19,7 @@ from bokeh.models import ColumnDataSource, FactorRange, HoverTool, LinearColorMa
 from bokeh.palettes import Blues256
 from bokeh.plotting import figure
 
-from widgets.moe_lab.heatmap import STYLE, RoutedView, first_experts, layer_label
+from widgets.moe_lab.heatmap import STYLE, RoutedView, layer_label
 from workbench.errors import RoutingError
 from workbench.routing.metrics import mutual_information, transition_matrix
 
@@ -65,7 +65,7 @@ class LayerFlow(RoutedView):
         ra, rb = self.route_layer(la), self.route_layer(lb)
         self.layers, self.routing, self.routing_next = (la, lb), ra, rb
         e = ra.n_experts
-        m = self.matrix = transition_matrix(first_experts(ra), first_experts(rb), e)
+        m = self.matrix = transition_matrix(ra.first_experts(), rb.first_experts(), e)
         names = [str(i) for i in range(e)] + ["none"]
         rows = m.sum(axis=1, keepdims=True)
         share = np.divide(m, rows, out=np.zeros(m.shape), where=rows > 0)

@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import html
 import time
 
@@ -26,6 +27,7 @@ from bokeh.palettes import Blues256, Category10_10, Category20_20, Turbo256
 from bokeh.plotting import figure
 
 from widgets.base import WorkbenchView
+from widgets.base import error_html as base_error_html
 from workbench.errors import WorkbenchError
 from workbench.routing import DROP_POLICIES, OVERFLOW_MODES, ROUTER_NAMES, Routing, route
 
@@ -72,8 +74,7 @@ STYLE = """
 """
 
 
-def error_html(message: str) -> str:
-    return f'{STYLE}<div class="wb-moe-error">⚠ {html.escape(message)}</div>' if message else ""
+error_html = functools.partial(base_error_html, lab="moe", style=STYLE)
 
 
 # Category10/20 without their reds: red means "dropped" in every MoE view
@@ -125,22 +126,6 @@ def router_params(router: str, *, k: int, capacity_factor: float, drop_policy: s
         if isinstance(bias, list) and len(bias) == trace.n_layers and np.shape(bias[layer]) == (trace.n_experts,):
             p["bias"] = np.asarray(bias[layer], np.float64)
     return p
-
-
-def first_experts(routing: Routing) -> np.ndarray:
-    """int64 [T]: each token's first (best) serving expert, -1 when no expert serves it."""
-    kept = routing.kept
-    first = np.argmax(kept, axis=1)
-    chosen = routing.assignments[np.arange(routing.n_tokens), first]
-    return np.where(kept.any(axis=1), chosen, -1).astype(np.int64)
-
-
-def served_mask(routing: Routing) -> np.ndarray:
-    """bool [T, E]: whether expert e serves token t."""
-    out = np.zeros((routing.n_tokens, routing.n_experts), bool)
-    t, j = np.nonzero(routing.kept)
-    out[t, routing.assignments[t, j]] = True
-    return out
 
 
 def served_lists(routing: Routing) -> list[str]:
@@ -439,7 +424,7 @@ class RoutingHeatmap(RoutedView):
         else:
             self.rerouted_source.data = dict(x=[], y=[])
         # coloured text
-        first = self.first_expert = first_experts(r)
+        first = self.first_expert = r.first_experts()
         colours = expert_colours(e_count)
         any_dropped = r.dropped.any(axis=1)
         classes, titles, styles = [], [], []

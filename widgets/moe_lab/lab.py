@@ -99,11 +99,24 @@ def describe(trace: RoutingTrace) -> str:
             f"{trace.n_experts} experts of {meta.get('model', 'an unnamed model')}{own}")
 
 
+def warm_up() -> None:
+    """The dashboard's warm-up job for this tab: every router kernel, and the default trace (the tiny MoE model
+    over the shipped excerpts)."""
+    from workbench.routing import warmup
+
+    warmup()
+    default_trace()
+
+
 class MoERoutingLab(WorkbenchView):
     """The MoE routing lab over ``trace`` (default: `default_trace`). The side controls (router, k, capacity factor,
     drop policy, overflow, layer) drive every view: ``heatmap`` (`RoutingHeatmap`), ``load`` (`ExpertLoad`),
     ``drops`` (`DropByPosition`), ``flow`` (`LayerFlow`) and ``compare`` (`RouterCompare`, whose router A is the
     side bar's). Only the views of the visible tab re-route on a change; the others catch up when shown."""
+
+    TAB = "MoE routing"
+    WARM_UP = [("routing", "compiling the router kernels, capturing the tiny MoE model's default trace", warm_up)]
+    NEEDS = ["routing"]
 
     trace = param.Parameter(default=None, doc="a RoutingTrace")
     router = param.Selector(default="capacity_topk", objects=list(ROUTER_NAMES))

@@ -68,16 +68,11 @@ def load_figure(title: str, *, height: int = 260, y_range=None):
     return plot, source, capacity, mean
 
 
-def drops_per_expert(routing: Routing) -> np.ndarray:
-    """int64 [E]: dropped slots by the expert they asked for."""
-    return np.bincount(routing.requested[routing.dropped], minlength=routing.n_experts).astype(np.int64)
-
-
 def load_data(routing: Routing) -> dict:
     """The `load_figure` source columns of ``routing``."""
     e = routing.n_experts
     loads = routing.loads.astype(np.int64)
-    drops = drops_per_expert(routing)
+    drops = routing.drops_per_expert()
     total = max(int(loads.sum()), 1)
     return dict(expert=np.arange(e), load=loads, drops=drops, top=loads + drops, share=loads / total,
                 colour=expert_colours(e))
@@ -102,7 +97,7 @@ def draw_loads(routing: Routing, plot, source, capacity, mean, *, y_end: float |
 
 def load_y_end(routing: Routing) -> float:
     """A y-axis top that shows the tallest bar and the capacity line."""
-    top = int((routing.loads + drops_per_expert(routing)).max())
+    top = int((routing.loads + routing.drops_per_expert()).max())
     return max(top, routing.capacity, 1) * 1.08
 
 

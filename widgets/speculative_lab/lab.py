@@ -64,8 +64,23 @@ def builder_params(name: str, depth: int, acceptance) -> dict:
     return {}
 
 
+def warm_up() -> None:
+    """The dashboard's warm-up job for this tab: the lab's kernels, and the model's verify-cost curve (what the
+    Thompson schedule and the speedup view read)."""
+    from workbench.models import default_runner
+    from workbench.speculative import warm_up as speculative_warm_up
+    from workbench.speculative.costs import runner_verify_costs
+
+    speculative_warm_up()
+    runner_verify_costs(default_runner())
+
+
 class SpeculativeLab(WorkbenchView):
     """The speculative decoding tab (see the module docstring). ``run`` is the last `SpecRun`."""
+
+    TAB = "Speculative decoding"
+    WARM_UP = [("speculative", "compiling the speculative-decoding kernels, measuring the verify-cost curve", warm_up)]
+    NEEDS = ["model", "speculative"]
 
     prompt = param.String(default="", doc="The prompt text (a task prompt's or typed).")
     drafter = param.Selector(default="prompt_lookup", objects=DRAFTERS)

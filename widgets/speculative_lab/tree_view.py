@@ -14,6 +14,7 @@ Hover gives the token id, draft and target probability and depth. Layout and sta
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ from bokeh.models import ColumnDataSource, HoverTool, LabelSet
 from bokeh.plotting import figure
 
 from widgets.base import WorkbenchView
+from widgets.base import error_html as base_error_html
 from workbench.speculative.layout import ACCEPTED, BONUS, REJECTED, ROOT, UNREACHED, step_layout
 
 COLOURS = {ROOT: "#555555", ACCEPTED: "#54a24b", REJECTED: "#e45756", UNREACHED: "#d0d0d0", BONUS: "#f58518"}
@@ -52,8 +54,7 @@ def legend_html() -> str:
     return f'{STYLE}<div class="wb-spec-legend">{items}</div>'
 
 
-def error_html(message: str) -> str:
-    return f'{STYLE}<div class="wb-spec-error">⚠ {html.escape(message)}</div>' if message else ""
+error_html = functools.partial(base_error_html, lab="spec", style=STYLE)
 
 
 def default_token_text() -> Callable[[list[int]], list[str]]:

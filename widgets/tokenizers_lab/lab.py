@@ -59,8 +59,19 @@ def default_text() -> str:
     return "\n".join(parts) + "\ndef tokenize(text: str) -> list[int]:\n    return [ord(c) for c in text]  # 2024\n"
 
 
+def warm_up() -> None:
+    """The dashboard's warm-up job for this tab: the named vocabularies, and the tokenizer kernels compiled (or
+    loaded from Numba's cache)."""
+    for name in WARM:
+        shared_tokenizer(name).encode("warm up 123")
+
+
 class TokenizersLab(WorkbenchView):
     """The Tokenizers lab. ``tokenizer``/``compare`` name entries of ``available``; ``train()`` adds one."""
+
+    TAB = "Tokenizers"
+    WARM_UP = [("tokenizers", "loading the GPT-2 and SmolLM2 vocabularies, compiling the tokenizer kernels", warm_up)]
+    NEEDS = ["tokenizers"]
 
     tokenizer = param.Selector(default="gpt2", objects=list(NAMED))
     compare = param.Selector(default="smollm2", objects=list(NAMED))
@@ -205,31 +216,32 @@ class TokenizersLab(WorkbenchView):
                 self._progress.value = int(100 * (0.5 * share if p.stage == "count" else 0.5 + 0.5 * share))
             self.status = f"{p.stage}: {p.done:,}{f' / {p.total:,}' if p.total else ''} ({p.seconds:.1f} s)"
 
-        def work() -> str | None:
+        def work() -> dict:
             from workbench.distributed import current_client
 
-            self._progress.visible = True
-            self._progress.value = 0
             try:
                 tok = train_bpe(list(load_corpus(corpus).paths), vocab, pretokenizer=pre, progress=on_progress,
                                 name=name, client=current_client())
             except WorkbenchError as exc:
-                self.status = f"⚠ {exc}"
-                return None
-            finally:
-                self._progress.visible = False
+                return {"error": str(exc)}
             with _LOCK:
                 _SHARED[name] = tok
-            s = tok.training_stats
+            return {"tokenizer": tok}
+
+        def apply(result: dict) -> None:
+            self._progress.visible = False
+            if "error" in result:
+                self.status = f"⚠ {result['error']}"
+                return
+            s = result["tokenizer"].training_stats
             self.status = (f"trained **{name}** on {s.corpus_bytes / 1e6:.1f} MB in "
                            f"{s.seconds_count + s.seconds_merge:.1f} s ({s.merges} merges)")
             names = list(NAMED) + sorted(n for n in _SHARED if n not in NAMED)
             self.param.tokenizer.objects = names
             self.param.compare.objects = names
             self.tokenizer = name
-            return name
 
-        if blocking:
-            return work()
-        threading.Thread(target=work, daemon=True).start()
-        return None
+        self._progress.visible = True
+        self._progress.value = 0
+        result = run_then_apply(work, apply, blocking=blocking)
+        return name if result and "tokenizer" in result else None

@@ -34,6 +34,8 @@ from workbench.kvcache.trace import KVTrace
 
 # cell codes of `Retention.cell_states`
 FUTURE, KEPT, EVICTED, SINK, SKIPPED = 0, 1, 2, 3, 4
+# codes of `Retention.difference` (two policies' kept masks cell by cell)
+D_FUTURE, D_BOTH, D_ONLY_A, D_ONLY_B, D_NEITHER = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -80,13 +82,15 @@ class Retention:
             "kept_fraction": float((self.n_kept / full).mean()), "replay_ms": self.seconds * 1e3,
         }
 
+    def written(self) -> np.ndarray:
+        """bool [S, T]: position t exists at step s (step s sees positions <= n_prefill + s)."""
+        return np.arange(self.n_tokens)[None, :] <= (self.n_prefill + np.arange(self.n_steps))[:, None]
+
     def cell_states(self, layer_index: int, head: int) -> np.ndarray:
         """int8 [S, T]: FUTURE (not yet written), KEPT, EVICTED (dropped for good), SINK (kept, protected sink) or
         SKIPPED (in the cache but not selected by a query-aware policy at this step)."""
         kept = self.kept[layer_index, head]
-        s, t = kept.shape
-        pos = np.arange(t)[None, :]
-        exists = pos <= (self.n_prefill + np.arange(s))[:, None]
+        exists = self.written()
         out = np.where(exists, EVICTED, FUTURE).astype(np.int8)
         if self.policy.kind == "selection":
             out[exists] = SKIPPED
@@ -95,12 +99,22 @@ class Retention:
             out[:, : self.sinks][kept[:, : self.sinks]] = SINK
         return out
 
+    def difference(self, other: Retention, layer_index: int, head: int) -> np.ndarray:
+        """int8 [S, T]: this replay (A) against ``other`` (B) of the same trace, cell by cell: D_BOTH kept by both,
+        D_ONLY_A, D_ONLY_B, D_NEITHER, or D_FUTURE (not yet written)."""
+        if other.kept.shape[2:] != self.kept.shape[2:] or other.n_prefill != self.n_prefill:
+            raise KVCacheError("compare replays of the same trace (same steps, tokens and prefill)")
+        kept_a, kept_b = self.kept[layer_index, head], other.kept[layer_index, head]
+        out = np.where(self.written(), D_NEITHER, D_FUTURE).astype(np.int8)
+        out[kept_a & kept_b] = D_BOTH
+        out[kept_a & ~kept_b] = D_ONLY_A
+        out[kept_b & ~kept_a] = D_ONLY_B
+        return out
+
     def evicted_at(self, layer_index: int, head: int) -> np.ndarray:
         """int32 [T]: the first step at which each position is not kept (-1 if it is kept to the end)."""
         kept = self.kept[layer_index, head]
-        s = kept.shape[0]
-        exists = np.arange(self.n_tokens)[None, :] <= (self.n_prefill + np.arange(s))[:, None]
-        gone = exists & ~kept
+        gone = self.written() & ~kept
         first = np.where(gone.any(axis=0), gone.argmax(axis=0), -1)
         return first.astype(np.int32)
 

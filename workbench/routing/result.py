@@ -80,6 +80,23 @@ class Routing:
         """int64 [T]: real experts serving each token."""
         return self.kept.sum(axis=1).astype(np.int64)
 
+    def first_experts(self) -> np.ndarray:
+        """int64 [T]: each token's first (best) serving expert, -1 when no expert serves it."""
+        first = np.argmax(self.kept, axis=1)
+        chosen = self.assignments[np.arange(self.n_tokens), first]
+        return np.where(self.kept.any(axis=1), chosen, -1).astype(np.int64)
+
+    def served_mask(self) -> np.ndarray:
+        """bool [T, E]: whether expert e serves token t."""
+        out = np.zeros((self.n_tokens, self.n_experts), bool)
+        t, j = np.nonzero(self.kept)
+        out[t, self.assignments[t, j]] = True
+        return out
+
+    def drops_per_expert(self) -> np.ndarray:
+        """int64 [E]: dropped slots by the expert they asked for."""
+        return np.bincount(self.requested[self.dropped], minlength=self.n_experts).astype(np.int64)
+
     def dense_weights(self) -> np.ndarray:
         """float32 [T, E]: the combine weight of every (token, expert) pair, 0 where not routed (heatmaps)."""
         out = np.zeros((self.n_tokens, self.n_experts), np.float32)

@@ -444,3 +444,19 @@ def test_bad_input_raises_a_helpful_error(call, message):
     with pytest.raises(KVCacheError, match=message) as info:
         call(SYNTHETIC[0])
     assert isinstance(info.value, ValueError)
+
+
+def test_difference_of_two_replays_cell_by_cell():
+    """`Retention.difference` (the KV lab's difference map) against the two kept masks, cell by cell."""
+    from workbench.kvcache.replay import D_BOTH, D_FUTURE, D_NEITHER, D_ONLY_A, D_ONLY_B
+
+    tr = R.synthetic_trace(n=30, steps=6, obs=8, seed=3)
+    a, b = _replay(tr, "streaming_llm", 12), _replay(tr, "h2o", 12)
+    d = a.difference(b, 1, 0)
+    ka, kb, written = a.kept[1, 0], b.kept[1, 0], a.written()
+    assert d.shape == ka.shape and np.array_equal(d == D_FUTURE, ~written)
+    assert np.array_equal(d == D_BOTH, ka & kb) and np.array_equal(d == D_ONLY_A, ka & ~kb)
+    assert np.array_equal(d == D_ONLY_B, kb & ~ka) and np.array_equal(d == D_NEITHER, written & ~ka & ~kb)
+    assert (d == D_ONLY_A).any() and (d == D_ONLY_B).any()
+    with pytest.raises(KVCacheError, match="same trace"):
+        a.difference(_replay(R.synthetic_trace(n=31, steps=6, obs=8, seed=3), "h2o", 12), 1, 0)

@@ -297,3 +297,16 @@ def test_bad_inputs_raise_routing_error(call, match):
     with pytest.raises(RoutingError, match=match) as info:
         call()
     assert isinstance(info.value, ValueError) and isinstance(info.value, WorkbenchError)
+
+
+def test_routing_derived_views():
+    """What the MoE views draw is computed on `Routing`: first serving expert, served mask, drops per expert."""
+    from workbench.routing import capacity_topk
+
+    r = capacity_topk(np.array([[2., 1., 0.], [2., 0., 1.], [2., 1., 0.]]), k=2, capacity=1)
+    # slot order "position": every first choice (expert 0) before any second; expert 0 takes token 0 only,
+    # then the second choices: token 0 -> 1, token 1 -> 2, token 2 -> 1 (full: dropped)
+    assert r.assignments.tolist() == [[0, 1], [-1, 2], [-1, -1]]
+    assert r.first_experts().tolist() == [0, 2, -1]
+    assert r.served_mask().tolist() == [[True, True, False], [False, False, True], [False, False, False]]
+    assert r.drops_per_expert().tolist() == [2, 1, 0] and r.drops_per_expert().sum() == r.n_dropped
