@@ -43,12 +43,10 @@ def _client(args: argparse.Namespace):
 
 
 def _progress_bar(label: str):
-    """A ``progress(units done, units, bytes done)`` that redraws one line on standard error."""
-    start = time.perf_counter()
-
-    def show(done: int, total: int, done_bytes: int) -> None:
-        print(f"\r{label}: {done}/{total} units, {done_bytes / 1e6:,.1f} MB, {time.perf_counter() - start:.1f} s",
-              end="\n" if done == total else "", file=sys.stderr, flush=True)
+    """A progress callback (`workbench.progress.Progress`) that redraws one line on standard error."""
+    def show(p) -> None:
+        print(f"\r{label}: {p.done}/{p.total} units, {p.detail['bytes'] / 1e6:,.1f} MB, {p.seconds:.1f} s",
+              end="\n" if p.done == p.total else "", file=sys.stderr, flush=True)
     return show
 
 

@@ -284,8 +284,8 @@ class KVCacheLab(WorkbenchView):
         budgets = [b for b in self.quality_budgets if b < trace.n_tokens]
         dropped = [b for b in self.quality_budgets if b >= trace.n_tokens]
 
-        def progress(done: int, total: int) -> None:
-            self._q_progress.value = int(100 * done / max(total, 1))
+        def progress(p) -> None:
+            self._q_progress.value = int(100 * (p.fraction or 0))
 
         def work() -> dict:
             t0 = time.perf_counter()

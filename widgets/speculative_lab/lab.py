@@ -195,8 +195,8 @@ class SpeculativeLab(WorkbenchView):
         button's way). Returns the run when blocking; bad settings leave the last run and say why."""
         prompt, kw = self.prompt, self._kwargs()
 
-        def progress(done: int, total: int) -> None:
-            self._progress.value = int(100 * done / max(total, 1))
+        def progress(p) -> None:
+            self._progress.value = int(100 * (p.fraction or 0))
 
         def work() -> dict:
             from workbench.speculative import generate
@@ -282,8 +282,8 @@ class SpeculativeLab(WorkbenchView):
         configs = {name: {**c, "schedule_params": {"gamma": self.budget}} for name, c in DRAFTER_CONFIGS.items()}
         total = len(prompts) * len(configs)
 
-        def progress(done: int, total: int) -> None:
-            self._progress.value = int(100 * done / max(total, 1))
+        def progress(p) -> None:
+            self._progress.value = int(100 * (p.fraction or 0))
 
         def work() -> dict:
             from workbench.distributed import current_client

@@ -29,6 +29,7 @@ from workbench.kvcache.capture import capture, capture_ids, runner_for
 from workbench.kvcache.policies import make_policy
 from workbench.kvcache.replay import Retention, replay
 from workbench.kvcache.trace import KVTrace
+from workbench.progress import Progress, Reporter
 
 
 @dataclass
@@ -169,11 +170,11 @@ class QualitySweep:
 
 def quality_sweep(text: str | None, policies: Sequence, budgets: Sequence, *, model=None, tokenizer=None,
                   decode_steps: int | None = 64, trace: KVTrace | None = None, passkey: PasskeyResult | None = None,
-                  progress: Callable[[int, int], None] | None = None, client=None) -> QualitySweep:
+                  progress: Callable[[Progress], None] | None = None, client=None) -> QualitySweep:
     """`evaluate` every policy at every budget on one capture (the full-cache pass is shared).
 
     ``passkey`` (a `PasskeyResult` over the same policies/budgets) fills the table's passkey column.
-    ``progress(done, total)`` is called after each evaluation. ``client``: a Dask client
+    ``progress`` gets a `Progress` (stage ``"sweep"``) after each evaluation. ``client``: a Dask client
     (`workbench.distributed.connect`): the capture is made here and sent to every worker once, each worker loads the
     default model once, and the (policy, budget) points run there; the table equals the local one up to float32
     rounding (torch's thread count on a worker may differ from here)."""
@@ -194,15 +195,15 @@ def quality_sweep(text: str | None, policies: Sequence, budgets: Sequence, *, mo
         pol = make_policy(p)
         points += [(pol, budgets[0], len(budgets))] if pol.kind == "full" else [(pol, b, 1) for b in budgets]
     total = len(policies) * len(budgets)
+    report = Reporter(progress, "sweep", total)
     if client is None:
         out, done = [], 0
         for pol, b, cells in points:
             out.append(_quality(runner, trace, replay(trace, pol, b, metrics=False)))
             done += cells
-            if progress is not None:
-                progress(done, total)
+            report(done)
     else:
-        out = _sweep_on_cluster(client, trace, points, total, progress)
+        out = _sweep_on_cluster(client, trace, points, report)
     table = pd.DataFrame([q.row() for q in out])
     table["passkey"] = np.nan
     sweep = QualitySweep(table=table, qualities=out, trace=trace)
@@ -216,7 +217,7 @@ def _sweep_point(trace: KVTrace, policy, budget) -> Quality:
     return _quality(default_runner(), trace, replay(trace, policy, budget, metrics=False))
 
 
-def _sweep_on_cluster(client, trace: KVTrace, points, total: int, progress) -> list[Quality]:
+def _sweep_on_cluster(client, trace: KVTrace, points, report: Reporter) -> list[Quality]:
     from dataclasses import replace
 
     from workbench.distributed import require_distributed
@@ -230,8 +231,7 @@ def _sweep_on_cluster(client, trace: KVTrace, points, total: int, progress) -> l
         if fut.status == "error":
             fut.result()
         done += cells[fut.key]
-        if progress is not None:
-            progress(done, total)
+        report(done)
     return client.gather(futures)
 
 
@@ -274,7 +274,7 @@ class PasskeyResult:
 
 def passkey_probe(policies: Sequence, budgets: Sequence, *, depths: Sequence[float] = (0.1, 0.5, 0.9),
                   trials: int = 2, n_filler: int = 20, model=None, tokenizer=None, seed: int = 0,
-                  progress: Callable[[int, int], None] | None = None) -> PasskeyResult:
+                  progress: Callable[[Progress], None] | None = None) -> PasskeyResult:
     """Hide a 5-digit pass key in filler text at each depth, compress the context with each policy and budget,
     then decode the question and the answer with that cache: correct when every answer token is top-1.
 
@@ -287,6 +287,7 @@ def passkey_probe(policies: Sequence, budgets: Sequence, *, depths: Sequence[flo
     rng = np.random.default_rng(seed)
     rows = []
     total = len(depths) * trials * len(policies) * len(budgets)
+    report = Reporter(progress, "passkey", total)
     n_ctx = 0
     for depth in depths:
         for trial in range(trials):
@@ -312,7 +313,6 @@ def passkey_probe(policies: Sequence, budgets: Sequence, *, depths: Sequence[flo
                     rows.append({"policy": pol.label(), "budget": ret.budget, "depth": float(depth),
                                  "trial": trial, "key": key, "correct": bool(hits.all()),
                                  "digits": float(hits.mean())})
-                    if progress is not None:
-                        progress(min(len(rows), total), total)
+                    report(min(len(rows), total))
     return PasskeyResult(table=pd.DataFrame(rows), context_tokens=n_ctx)
 

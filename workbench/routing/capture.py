@@ -60,6 +60,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from workbench.errors import RoutingError
+from workbench.progress import Progress, Reporter
 from workbench.routing.trace import RoutingTrace
 
 VIA = ("auto", "router_logits", "hooks")
@@ -447,7 +448,7 @@ def _run_with_hooks(model, ids: np.ndarray, routers: dict, n_experts: int, arch:
 # -- the public function --------------------------------------------------------------------------------------
 def capture_router_logits(model, text_or_texts, *, tokenizer=None, tags=None, layers: Sequence[int] | None = None,
                           max_tokens: int | None = None, add_special_tokens: bool = False, via: str = "auto",
-                          progress: Callable[[int, int], None] | None = None) -> RoutingTrace:
+                          progress: Callable[[Progress], None] | None = None) -> RoutingTrace:
     """Router logits of every token of ``text_or_texts`` through ``model``'s MoE layers, as a `RoutingTrace`.
 
     ``model``: a loaded transformers MoE causal LM (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE ...; never a hub id).
@@ -460,7 +461,7 @@ def capture_router_logits(model, text_or_texts, *, tokenizer=None, tags=None, la
     when they exceed the model's ``max_position_embeddings``).
     ``add_special_tokens``: passed to the tokenizer for texts (default False: exactly the text's tokens).
     ``via``: "auto" (returned router logits, else gate hooks), "router_logits" or "hooks" (see the module docstring).
-    ``progress(done, total)`` is called after each sequence.
+    ``progress`` gets a `Progress` (stage ``"capture"``) after each sequence.
 
     Returns logits float32 [L, T, E] (before softmax), token ids, and the token strings when a tokenizer is given;
     ``meta`` names the model (``model``, ``architecture``, ``model_type``), ``n_experts``, ``top_k``,
@@ -492,6 +493,7 @@ def capture_router_logits(model, text_or_texts, *, tokenizer=None, tags=None, la
     seq_tags = _sequence_tags(tags, len(seqs))
     if max_tokens is not None:
         seqs = [s[: int(max_tokens)] for s in seqs]
+    report = Reporter(progress, "capture", len(seqs))
     vocab = model.get_input_embeddings().num_embeddings if hasattr(model, "get_input_embeddings") else None
     max_pos = int(getattr(cfg, "max_position_embeddings", 0) or 0)
     for i, s in enumerate(seqs):
@@ -550,8 +552,7 @@ def capture_router_logits(model, text_or_texts, *, tokenizer=None, tags=None, la
                 if got is None:
                     got = _run_with_hooks(model, ids, routers, n_experts, arch)
                 per_seq.append(got)
-                if progress is not None:
-                    progress(done + 1, len(seqs))
+                report(done + 1)
     finally:
         for module, training in modes.items():
             module.training = training

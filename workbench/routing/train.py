@@ -240,6 +240,23 @@ class TrainProgress:
     max_violation_micro: float
     elapsed_s: float
 
+    # the fields every `workbench.progress.Progress` has
+    @property
+    def done(self) -> int:
+        return self.step
+
+    @property
+    def total(self) -> int:
+        return self.steps
+
+    @property
+    def stage(self) -> str:
+        return self.variant
+
+    @property
+    def seconds(self) -> float:
+        return self.elapsed_s
+
 
 def balance_loss(router_logits: torch.Tensor, experts: torch.Tensor, n_groups: int,
                  scope: str) -> torch.Tensor:

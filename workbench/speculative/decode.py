@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from workbench.errors import ModelError, SpeculativeError
+from workbench.progress import Progress
 from workbench.speculative.drafter import Drafter, check_budget, make_drafter
 from workbench.speculative.run import SpecRun, StepRecord
 from workbench.speculative.schedules import longest_path, make_schedule
@@ -72,7 +73,8 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
     ``drafter``/``builder``/``verifier``/``schedule``: names (with ``*_params``) or objects; ``builder=None`` uses the
     drafter's own proposal; ``verifier=None`` is ``greedy`` at temperature 0 and ``sequoia`` (sampling without
     replacement, lossless for trees and chains) above. ``chat=True`` wraps a text prompt in the chat template.
-    ``progress(done, total)`` is called after each step. Returns a `SpecRun`.
+    ``progress`` gets a `Progress` (stage ``"decode"``: tokens of ``max_new_tokens``) after each step.
+    Returns a `SpecRun`.
     """
     from workbench.speculative.builders import make_builder
     from workbench.speculative.verify import make_verifier
@@ -180,7 +182,7 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
                 break
         root = int(context[-1])
         if progress is not None:
-            progress(len(out), max_new_tokens)
+            progress(Progress(len(out), max_new_tokens, "decode", time.perf_counter() - t0))
         if stop:
             break
     for x in (d, *extras):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from workbench.errors import SpeculativeError
+from workbench.progress import Progress, Reporter
 
 #: The columns that hold what a run decided (the same wherever it ran); the others are timings.
 DECIDED = ("config", "prompt", "new_tokens", "steps", "drafts", "accepted", "drafted_nodes", "output_digest")
@@ -107,12 +108,12 @@ def _prompts(prompts) -> list[tuple[str, bool, str]]:
 
 
 def acceptance_sweep(prompts: Sequence, configs: Mapping[str, dict], *, max_new_tokens: int = 64, client=None,
-                     threads: int | None = None, progress: Callable[[int, int], None] | None = None,
+                     threads: int | None = None, progress: Callable[[Progress], None] | None = None,
                      runner=None) -> AcceptanceSweep:
     """Run every configuration (label -> `generate` keyword arguments) on every prompt (`TaskPrompt` or str), greedy,
     ``max_new_tokens`` each, here or on the workers of a Dask ``client`` (`workbench.distributed.connect`; each
     worker loads the default model once, all of them at the start). ``threads``: torch's thread count for every run
-    (None: each process's own). ``progress(done, total)`` after each run. ``runner``: a `ModelRunner` for a local
+    (None: each process's own). ``progress``: a `Progress` (stage ``"sweep"``) after each run. ``runner``: a `ModelRunner` for a local
     sweep (default: the default model). Bad configurations fail here, before any work is sent."""
     import pandas as pd
 
@@ -130,14 +131,14 @@ def acceptance_sweep(prompts: Sequence, configs: Mapping[str, dict], *, max_new_
         raise SpeculativeError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     points = [(text, chat, name, label, dict(config), max_new_tokens, threads)
               for label, config in configs.items() for text, chat, name in _prompts(prompts)]
+    report = Reporter(progress, "sweep", len(points))
     if client is None:
         rows = []
         for point in points:
             rows.append({**sweep_point(*point, runner=runner), "where": "here"})
-            if progress is not None:
-                progress(len(rows), len(points))
+            report(len(rows))
     else:
-        rows = _on_cluster(client, points, progress)
+        rows = _on_cluster(client, points, report)
     return AcceptanceSweep(pd.DataFrame(rows))
 
 
@@ -152,7 +153,7 @@ def _warm() -> int:
     return 1
 
 
-def _on_cluster(client, points, progress) -> list[dict]:
+def _on_cluster(client, points, report) -> list[dict]:
     from workbench.distributed import require_distributed
 
     distributed = require_distributed()
@@ -164,8 +165,7 @@ def _on_cluster(client, points, progress) -> list[dict]:
             if fut.status == "error":
                 fut.result()
             done += 1
-            if progress is not None:
-                progress(done, len(points))
+            report(done)
     except BaseException:
         client.cancel(futures)
         raise

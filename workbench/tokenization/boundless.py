@@ -312,7 +312,7 @@ def train_boundless(
     words = list(word_of)
     stats.pieces, stats.unique_words = len(seq), len(words)
     if progress is not None:
-        progress(TrainingProgress("count", stats.corpus_bytes, stats.corpus_bytes, time.perf_counter() - start))
+        progress(TrainingProgress(stats.corpus_bytes, stats.corpus_bytes, "count", time.perf_counter() - start))
 
     # 2. the ordinary merges: plain BPE's, in plain BPE's order, with their counts
     ordinary = train_bpe(docs, vocab_size, pretokenizer=pretokenizer, name=f"{name}-ordinary")
@@ -500,11 +500,11 @@ class _SuperLoop:
             if bar is not None and done > bar.n:
                 bar.update(done - bar.n)
             if progress is not None and len(triples) % PROGRESS_EVERY == 0:
-                progress(TrainingProgress("merge", done, total, time.perf_counter() - start))
+                progress(TrainingProgress(done, total, "merge", time.perf_counter() - start))
         if bar is not None:
             bar.close()
         if progress is not None:
-            progress(TrainingProgress("merge", len(tokens) - 256, total, time.perf_counter() - start))
+            progress(TrainingProgress(len(tokens) - 256, total, "merge", time.perf_counter() - start))
         return tokens, triples, flags, np.array(counts, np.int64), stopped
 
     def final_token_count(self, ordinary: Tokenizer, words: list[bytes], n_ordinary: int) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from workbench.errors import ConfigurationError
+from workbench.progress import Progress
 from workbench.tokenization.trainer import train_bpe  # noqa: F401  (used in the doctest)
 
 
@@ -38,9 +39,10 @@ class CompressionCurve:
 
 
 def compression_curve(trainers: dict[str, Callable], train_corpus, eval_text: str, vocab_sizes: list[int],
-                      *, progress: Callable[[str, int], None] | None = None) -> CompressionCurve:
+                      *, progress: Callable[[Progress], None] | None = None) -> CompressionCurve:
     """Train every ``trainers[name](train_corpus, vocab_size)`` at every size and measure bytes/token on
-    ``eval_text`` (which should be held out from ``train_corpus``). A trainer returns anything with ``encode``."""
+    ``eval_text`` (which should be held out from ``train_corpus``). A trainer returns anything with ``encode``.
+    ``progress`` gets a `Progress` before each training (stage: the trainer's name, ``detail["vocab_size"]``)."""
     if not trainers or not vocab_sizes:
         raise ConfigurationError("compression_curve needs at least one trainer and one vocabulary size.")
     n_bytes = len(eval_text.encode("utf-8"))
@@ -48,11 +50,13 @@ def compression_curve(trainers: dict[str, Callable], train_corpus, eval_text: st
         raise ConfigurationError("eval_text is empty.")
     out: dict[str, list[float]] = {}
     secs: dict[str, list[float]] = {}
+    total, done, t0 = len(trainers) * len(vocab_sizes), 0, time.perf_counter()
     for name, train in trainers.items():
         out[name], secs[name] = [], []
         for v in vocab_sizes:
             if progress is not None:
-                progress(name, v)
+                progress(Progress(done, total, name, time.perf_counter() - t0, {"vocab_size": v}))
+            done += 1
             start = time.perf_counter()
             tok = train(train_corpus, v)
             secs[name].append(time.perf_counter() - start)

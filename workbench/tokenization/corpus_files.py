@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import ConfigurationError, CorpusError
+from workbench.progress import ProgressCallback, Reporter
 from workbench.tokenization.counts import TextCounts, _check_tokenizer, text_counts
 from workbench.tokenization.ranges import plan_units, range_chunks
 from workbench.tokenization.tokenizer import Tokenizer
 
-Progress = Callable[[int, int, int], None]  # (units done, units, bytes done)
 CHUNK_BYTES = 4 << 20
 
 
@@ -199,18 +199,18 @@ def _files(paths) -> list[str]:
     return files
 
 
-def _on_units(client, tokenizer: Tokenizer, fn, units: list, args: tuple, progress: Progress | None,
+def _on_units(client, tokenizer: Tokenizer, fn, units: list, args: tuple, progress: ProgressCallback | None,
               on_result: Callable[[int, object], None]) -> None:
     """Run ``fn(tokenizer, unit, *args)`` for every unit, here (``client=None``) or on the cluster, and hand each
     result to ``on_result(unit index, result)`` as it arrives (so the client holds one result at a time)."""
     unit_bytes = [sum(b - a for _, a, b in unit) for unit in units]
     done_bytes = 0
+    report = Reporter(progress, "encode" if fn is _encode_unit else "measure", total=len(units))
     if client is None:
         for i, unit in enumerate(units):
             on_result(i, fn(tokenizer, unit, *args))
             done_bytes += unit_bytes[i]
-            if progress is not None:
-                progress(i + 1, len(units), done_bytes)
+            report(i + 1, bytes=done_bytes)
         return
     from distributed import as_completed
 
@@ -225,8 +225,7 @@ def _on_units(client, tokenizer: Tokenizer, fn, units: list, args: tuple, progre
             fut.release()
             done += 1
             done_bytes += unit_bytes[i]
-            if progress is not None:
-                progress(done, len(units), done_bytes)
+            report(done, bytes=done_bytes)
     except BaseException:
         client.cancel(futures)
         raise
@@ -244,7 +243,7 @@ def _plan(client, files: list[str], pretokenizer: str, range_bytes: int | None) 
 
 # -- the public functions -----------------------------------------------------------------------------------------
 def encode_files(tokenizer: Tokenizer, paths, *, out_dir=None, overwrite: bool = False, client=None,
-                 range_bytes: int | None = None, progress: Progress | None = None) -> list[EncodedFile]:
+                 range_bytes: int | None = None, progress: ProgressCallback | None = None) -> list[EncodedFile]:
     """The token ids of every file of ``paths`` (files or folders, searched recursively), one `EncodedFile` each,
     in the order of ``list_files``.
 
@@ -252,7 +251,8 @@ def encode_files(tokenizer: Tokenizer, paths, *, out_dir=None, overwrite: bool =
     ``manifest.json`` (existing ones are refused unless ``overwrite``); without it the ids are returned in memory.
     ``client``: a Dask client (`workbench.distributed.connect`): the files are encoded on its workers (which must
     see ``paths`` and ``out_dir`` at the same paths). ``range_bytes``: the size of a unit of work.
-    ``progress(units done, units, bytes done)``. The ids equal ``tokenizer.encode_bytes`` of each whole file.
+    ``progress``: a `Progress` per unit done (stage ``"encode"``, ``detail["bytes"]`` read so far). The ids equal
+    ``tokenizer.encode_bytes`` of each whole file.
     """
     tokenizer = _check_tokenizer(getattr(tokenizer, "name", "tokenizer"), tokenizer)
     files = _files(paths)
@@ -321,7 +321,7 @@ def _write_manifest(out_dir: Path, tokenizer: Tokenizer, dtype: np.dtype, files:
 
 
 def corpus_counts(tokenizer: Tokenizer, paths, *, client=None, word_pattern: str | None = None,
-                  range_bytes: int | None = None, progress: Progress | None = None,
+                  range_bytes: int | None = None, progress: ProgressCallback | None = None,
                   invalid: str = "error") -> TextCounts:
     """The `TextCounts` of ``tokenizer`` over every file of ``paths``, each file measured on its own and the counts
     added up (here, or on the workers of a Dask ``client``). ``invalid``: text that is not UTF-8 is an error

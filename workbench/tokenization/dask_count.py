@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from workbench.errors import DistributedError
+from workbench.progress import Reporter
 from workbench.tokenization.pretokenize import split_bytes
 from workbench.tokenization.ranges import plan_units, range_chunks
 from workbench.tokenization.word_tables import WordCounter, WordTable
@@ -80,7 +81,7 @@ def count_on_cluster(client, paths, pretokenizer: str, *, range_bytes: int | Non
     """Count the files ``paths`` on the workers of ``client``: returns the merged `WordTable` and figures (``units``
     counted, ``merges_on_workers``, ``count_table_bytes``: the word tables the ranges produced (all that can travel),
     ``worker_bytes_sent``: what Dask counted as sent between workers, ``final_table_bytes``: what the client fetched,
-    ``seconds``). ``progress(units_done, units, bytes_done)`` is called as ranges
+    ``seconds``). ``progress`` gets a `Progress` (stage ``"count"``, ``detail["bytes"]``) as ranges
     finish. Paths the workers cannot read are a `DistributedError` before anything runs."""
     from distributed import as_completed
 
@@ -91,6 +92,7 @@ def count_on_cluster(client, paths, pretokenizer: str, *, range_bytes: int | Non
     sent_before = sum(client.run(_bytes_sent).values())
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     units = plan_units(paths, pretokenizer, n_workers, range_bytes)
+    report = Reporter(progress, "count", total=len(units))
     counts = [client.submit(count_unit, unit, pretokenizer, pure=False) for unit in units]
     unit_bytes = {f.key: sum(b - a for _, a, b in unit) for f, unit in zip(counts, units)}
     ready = as_completed(counts)
@@ -104,8 +106,7 @@ def count_on_cluster(client, paths, pretokenizer: str, *, range_bytes: int | Non
                 done += 1
                 done_bytes += unit_bytes[fut.key]
                 table_bytes += int(client.nbytes(keys=[fut.key], summary=False).get(fut.key, 0))
-                if progress is not None:
-                    progress(done, len(units), done_bytes)
+                report(done, bytes=done_bytes)
             if waiting is None:
                 waiting = fut
                 continue

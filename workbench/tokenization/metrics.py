@@ -359,7 +359,7 @@ def corpus_metrics(tokenizer: Tokenizer, paths, *, client=None, alpha: float = 2
     """Every metric of ``tokenizer`` over the files of ``paths`` (files or folders; a corpus too large to hold in
     memory), measured in units of a few MB here, or on the workers of a Dask ``client``
     (`workbench.distributed.connect`); see `corpus_files.corpus_counts`. Each file is measured on its own: for one
-    file the values equal `text_metrics` on its text. ``progress(units done, units, bytes done)``. UTF-8 text only:
+    file the values equal `text_metrics` on its text. ``progress``: a `Progress` per unit. UTF-8 text only:
     ``invalid="error"`` names a file that is not, ``"skip"`` leaves its text out and reports it in ``skipped_bytes``.
 
     >>> from pathlib import Path
@@ -390,7 +390,7 @@ def metric_table(tokenizers: Mapping[str, Tokenizer], texts: Mapping[str, str | 
     (as :func:`workbench.data.parallel_texts` gives; joined with blank lines), or -> corpus files (a ``pathlib.Path``
     or a list of them, files or folders: measured in pieces by `corpus_metrics`, on the workers of ``client`` when
     one is given; a ``str`` is always text). The premium assumes the texts are parallel; with lists of passages their
-    numbers must agree. ``reference=None`` skips the premium. ``progress(units done, units, bytes done)`` and
+    numbers must agree. ``reference=None`` skips the premium. ``progress`` (a `Progress` per unit) and
     ``invalid`` (text that is not UTF-8: ``"error"`` or ``"skip"``, see `corpus_metrics`) for files; the bytes left
     out are in the table's ``skipped_bytes``.
 

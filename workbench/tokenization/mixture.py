@@ -43,6 +43,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from workbench.errors import ConfigurationError, TokenizerError, WorkbenchError
+from workbench.progress import Progress
 from workbench.tokenization import mixture_kernels as MK
 from workbench.tokenization.pretokenize import split_bytes
 from workbench.tokenization.tokenizer import Tokenizer
@@ -229,7 +230,7 @@ def infer_mixture_details(
     ``max_merges``: how many merges of the list to use (default :data:`DEFAULT_MAX_MERGES`; more merges, more
     evidence, longer replay). ``top_k``: competitors added per step and round. ``pair_slack``: give each competing
     pair its own slack ``u_p`` (the paper's code does; False keeps only ``v_t``). ``tol``: violation tolerance
-    (per 1000 bytes). ``progress(stage, done, total)`` is called per category replayed (``"replay"``) and per round
+    (per 1000 bytes). ``progress`` gets a `Progress` per category replayed (stage ``"replay"``) and per round
     (``"solve"``).
     """
     start = time.perf_counter()
@@ -250,7 +251,7 @@ def infer_mixture_details(
     for k, name in enumerate(names):
         replays.append(replay_pair_counts(tokenizer, docs[name], max_merges=n_merges, name=name))
         if progress is not None:
-            progress("replay", k + 1, len(names))
+            progress(Progress(k + 1, len(names), "replay", time.perf_counter() - start))
     seconds_replay = time.perf_counter() - start
 
     # one id space for the pairs of every category
@@ -292,7 +293,7 @@ def infer_mixture_details(
             n_pairs, init_ptr, init_gid, init_cnt, d_ptr, d_gid, d_cnt, merge_gid, alpha * per_unit, u_all, v,
             known, int(top_k), float(tol))
         if progress is not None:
-            progress("solve", rounds, None)
+            progress(Progress(rounds, None, "solve", time.perf_counter() - start))
         if not present.any():
             raise ConfigurationError(
                 f"None of the first {n_merges} merges of {tokenizer.name!r} occurs in any sample, so the samples say "

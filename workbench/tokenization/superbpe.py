@@ -102,7 +102,7 @@ def train_superbpe(
     total = vocab_size - 256
 
     def stage_progress(p: TrainingProgress) -> None:  # stage 1's merges count against the final total
-        progress(TrainingProgress(p.stage, p.done, total if p.stage == "merge" else p.total, p.seconds))
+        progress(TrainingProgress(p.done, total if p.stage == "merge" else p.total, p.stage, p.seconds))
 
     start = time.perf_counter()
     stage1 = train_bpe(corpus, transition_vocab_size, pretokenizer=pretokenizer, name=f"{name}-stage1",

@@ -22,6 +22,7 @@ import numpy as np
 
 from workbench.data.loaders import corpus_items, list_files
 from workbench.errors import CorpusError, TrainingError, WorkbenchError
+from workbench.progress import Progress
 from workbench.tokenization import trainer_kernels as TK
 from workbench.tokenization.bytelevel import BYTE_ORDER, BYTE_RANK
 from workbench.tokenization.hashtables import capacity_for
@@ -35,15 +36,9 @@ from workbench.tokenization.word_tables import WordCounter as _WordCounter
 MERGES_PER_CALL = 256
 
 
-@dataclass
-class TrainingProgress:
-    """What a progress callback receives: ``stage`` is ``"count"`` (bytes read of ``total``, when known) or
-    ``"merge"`` (merges made of ``total``)."""
-
-    stage: str
-    done: int
-    total: int | None
-    seconds: float
+#: What a training progress callback receives: a `workbench.progress.Progress` whose ``stage`` is ``"count"``
+#: (bytes read of ``total``, when known) or ``"merge"`` (merges made of ``total``).
+TrainingProgress = Progress
 
 
 @dataclass
@@ -152,9 +147,9 @@ def _count_with_client(client, corpus, pretokenizer: str, counter: _WordCounter,
     if files:
         last = [0]
 
-        def progress(done: int, total: int, done_bytes: int) -> None:
-            counted(done_bytes - last[0])
-            last[0] = done_bytes
+        def progress(p: Progress) -> None:
+            counted(p.detail["bytes"] - last[0])
+            last[0] = p.detail["bytes"]
 
         table, figures = count_on_cluster(client, files, pretokenizer, progress=progress)
         counter.add_table(table)
@@ -228,7 +223,7 @@ def train_bpe(
         if bar is not None:
             bar.update(n_bytes)
         if progress is not None:
-            progress(TrainingProgress("count", stats.corpus_bytes, total_bytes, time.perf_counter() - start))
+            progress(Progress(stats.corpus_bytes, total_bytes, "count", time.perf_counter() - start))
 
     if client is None:
         count_documents(corpus, pretokenizer, counter, stats, counted)
@@ -361,7 +356,7 @@ def _merge(counter: _WordCounter, vocab_target: int, min_frequency: int, progres
         if bar is not None:
             bar.update(done - before)
         if progress is not None:
-            progress(TrainingProgress("merge", done, n_target, time.perf_counter() - start))
+            progress(Progress(done, n_target, "merge", time.perf_counter() - start))
     if bar is not None:
         bar.close()
     n = int(st[TK.ST_N_MERGES])

@@ -41,7 +41,7 @@ def test_memory_is_counted_from_the_kept_positions(kv_trace):
 def test_quality_sweep_table(kv_trace):
     seen = []
     sweep = quality_sweep(None, ["full", "h2o", "snapkv"], [16, 64], trace=kv_trace,
-                          progress=lambda d, t: seen.append((d, t)))
+                          progress=lambda p: seen.append((p.done, p.total)))
     t = sweep.table
     assert list(t.policy) == ["full", "h2o", "h2o", "snapkv", "snapkv"]
     assert {"budget", "kept_fraction", "delta_ppl", "kl", "top1", "passkey"} <= set(t.columns)
@@ -63,7 +63,7 @@ def test_quality_sweep_on_a_dask_cluster_equals_the_local_sweep(kv_text):
     try:
         seen = []
         dist = quality_sweep(None, policies, budgets, trace=kv_trace, client=client,
-                             progress=lambda d, t: seen.append((d, t)))
+                             progress=lambda p: seen.append((p.done, p.total)))
         with pytest.raises(KVCacheError, match="default model"):
             quality_sweep(None, policies, budgets, trace=kv_trace, client=client, model=object())
     finally:

@@ -146,7 +146,7 @@ def test_sequences_positions_tags_max_tokens_and_round_trip(tmp_path):
     np.testing.assert_array_equal(batch.token_ids, [5, 6, 10, 11])
     np.testing.assert_allclose(batch.logits[0, :2], tr.logits[1, :2], atol=1e-6)
     done = []
-    capture_router_logits(model, seqs, progress=lambda i, n: done.append((i, n)))
+    capture_router_logits(model, seqs, progress=lambda p: done.append((p.done, p.total)))
     assert done == [(1, 3), (2, 3), (3, 3)]
     back = RoutingTrace.load(tr.save(tmp_path / "mixtral.safetensors"))
     np.testing.assert_array_equal(back.logits, tr.logits)

@@ -65,7 +65,7 @@ def test_on_a_dask_cluster_every_run_decides_the_same(local, prompts):
     try:
         seen = []
         remote = acceptance_sweep(prompts, CONFIGS, max_new_tokens=16, threads=1, client=client,
-                                  progress=lambda done, total: seen.append(done))
+                                  progress=lambda p: seen.append(p.done))
     finally:
         client.close()
     assert remote.decided().equals(local.decided())

@@ -94,8 +94,8 @@ def test_metric_table_takes_files_as_paths_and_text_as_str(gpt2, mixed_file):
     assert table.get("gpt2", "mixed")["premium"] == table.get("gpt2", "mixed")["n_tokens"] / 7
     seen = []
     table = metric_table({"gpt2": gpt2}, {"code": list(shipped_corpora()["code"].paths)}, reference=None,
-                         progress=lambda done, total, done_bytes: seen.append((done, total)))
-    assert seen[-1][0] == seen[-1][1] and math.isnan(table.get("gpt2", "code")["premium"])
+                         progress=lambda p: seen.append((p.done, p.total, p.stage)))
+    assert seen[-1][0] == seen[-1][1] and seen[-1][2] == "measure" and math.isnan(table.get("gpt2", "code")["premium"])
 
 
 def test_out_dir_gets_one_npy_per_file_mirroring_folders_and_a_manifest(gpt2, tmp_path):

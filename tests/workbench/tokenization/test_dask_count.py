@@ -86,7 +86,7 @@ def test_a_worker_killed_mid_count_is_retried_and_the_result_is_identical(client
     pids = list(client.run(os.getpid).values())
     killed = threading.Event()
 
-    def progress(done, total, done_bytes):
+    def progress(p):
         if not killed.is_set():  # the first range is back: kill one worker process while the rest are counted
             killed.set()
             os.kill(pids[0], signal.SIGKILL)

@@ -205,7 +205,7 @@ def test_a_single_category_tokenizer_is_recognised(categories):
     tok = train_bpe(_spread(categories["english"][0], 200_000), 256 + 600)
     calls = []
     est = infer_mixture(tok, {name: held for name, (_, held) in categories.items()}, max_merges=300,
-                        progress=lambda *a: calls.append(a))
+                        progress=lambda p: calls.append((p.stage, p.done, p.total)))
     assert calls[:3] == [("replay", 1, 3), ("replay", 2, 3), ("replay", 3, 3)] and calls[-1][0] == "solve"
     assert list(est) == ["english", "code", "multilingual"]
     assert sum(est.values()) == pytest.approx(1.0)
