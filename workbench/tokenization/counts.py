@@ -121,10 +121,12 @@ class TextCounts:
                           skipped=tuple(dict.fromkeys(self.skipped + other.skipped)))
 
 
-def text_counts(tokenizer: Tokenizer, data: bytes, *, word_pattern: str | None = None) -> TextCounts:
-    """The counts of ``tokenizer`` on the UTF-8 text ``data`` (one encoding). Raises ConfigurationError (via
-    UnicodeDecodeError's position) for bytes that are not UTF-8."""
-    text = data.decode("utf-8")
+def text_counts(tokenizer: Tokenizer, data: bytes, *, word_pattern: str | None = None,
+                text: str | None = None) -> TextCounts:
+    """The counts of ``tokenizer`` on the UTF-8 text ``data`` (one encoding). ``text``: ``data`` as a str when the
+    caller has it (else decoded here; UnicodeDecodeError for bytes that are not UTF-8)."""
+    if text is None:
+        text = data.decode("utf-8")
     arr = np.frombuffer(data, dtype=np.uint8)
     counts = TextCounts(tokenizer.n_vocab)
     if not len(data):

@@ -245,7 +245,7 @@ def text_metrics(tokenizer: Tokenizer, text: str, *, alpha: float = 2.5, word_pa
     tokenizer = _check_tokenizer(name, tokenizer)
     text = _check_text(text_name, text)
     alpha = _check_alpha(alpha)
-    counts = text_counts(tokenizer, _utf8(text), word_pattern=word_pattern)
+    counts = text_counts(tokenizer, _utf8(text), word_pattern=word_pattern, text=text)
     return metrics_from_counts(counts, alpha=alpha, tokenizer_name=name, text_name=text_name)
 
 

@@ -28,13 +28,7 @@ def safe_cut(chunk: bytes) -> int:
     and after separately gives the same pieces as counting it whole. A newline is not such a point: how a run of
     newlines splits depends on what follows it.
     """
-    i = len(chunk)
-    while True:
-        i = chunk.rfind(b" ", 1, i)
-        if i < 0:
-            return 0
-        if 0x21 <= chunk[i - 1] <= 0x7E:
-            return i
+    return _last_cut(chunk, b" ")
 
 
 def line_cut(chunk: bytes) -> int:
@@ -43,9 +37,14 @@ def line_cut(chunk: bytes) -> int:
     For ``"superword"``, whose pieces run across single spaces, a space is no boundary, but such a newline is: the
     piece before it ends there whatever follows, and the one after starts fresh.
     """
+    return _last_cut(chunk, b"\n")
+
+
+def _last_cut(chunk: bytes, mark: bytes) -> int:
+    """Largest index i with chunk[i] == ``mark`` and chunk[i-1] a printable non-space ASCII byte, or 0."""
     i = len(chunk)
     while True:
-        i = chunk.rfind(b"\n", 1, i)
+        i = chunk.rfind(mark, 1, i)
         if i < 0:
             return 0
         if 0x21 <= chunk[i - 1] <= 0x7E:

@@ -31,3 +31,17 @@ def parallel_docs() -> list[str]:
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     return SAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def gpt2():
+    from workbench.tokenization import load_tokenizer
+
+    return load_tokenizer("gpt2")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from workbench.tokenization import load_tokenizer
+
+    return load_tokenizer("smollm2")

@@ -13,22 +13,12 @@ import pytest
 
 from workbench.data import SAMPLES_DIR, shipped_corpora
 from workbench.errors import ConfigurationError, CorpusError, CorpusNotFoundError
-from workbench.tokenization import load_tokenizer, train_bpe
+from workbench.tokenization import train_bpe
 from workbench.tokenization.corpus_files import corpus_counts, encode_files, ids_dtype
 from workbench.tokenization.counts import text_counts
 from workbench.tokenization.metrics import corpus_metrics, metric_table, text_metrics
 
 RANGE = 20_000  # bytes per unit: every sample file is cut into several ranges
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    return load_tokenizer("gpt2")
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="module")

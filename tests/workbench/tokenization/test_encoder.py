@@ -6,18 +6,8 @@ from hypothesis import strategies as st
 from tests.workbench.tokenization.conftest import TORTURE
 from tests.workbench.tokenization.reference import reference_bpe
 from workbench.errors import TokenizerError
-from workbench.tokenization import load_tokenizer, train_bpe
+from workbench.tokenization import train_bpe
 from workbench.tokenization.pretokenize import PATTERNS
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    return load_tokenizer("gpt2")
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    return load_tokenizer("smollm2")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tests.workbench.tokenization.conftest import TORTURE
 from workbench.errors import ConfigurationError, TokenizerError, TrainingError
-from workbench.tokenization import load_tokenizer, split_bytes, train_bpe
+from workbench.tokenization import split_bytes, train_bpe
 from workbench.tokenization.bytelevel import BYTE_ORDER, BYTE_RANK
 from workbench.tokenization.scaffold import (
     ScaffoldTokenizer,
@@ -106,11 +106,6 @@ def trained(prose):
 @pytest.fixture(scope="module")
 def report(trained, prose):
     return find_scaffold_tokens(trained, prose)
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    return load_tokenizer("gpt2")
 
 
 @pytest.fixture(scope="module")

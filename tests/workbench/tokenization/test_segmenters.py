@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.workbench.tokenization.conftest import TORTURE
 from workbench.errors import ConfigurationError, TokenizerError
-from workbench.tokenization import Tokenizer, load_tokenizer, split_bytes, train_bpe
+from workbench.tokenization import Tokenizer, split_bytes, train_bpe
 from workbench.tokenization.segmenters import (
     METHODS,
     compare_encoders,
@@ -95,11 +95,6 @@ def reference(tok: Tokenizer, text: str, method: str) -> list[int]:
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def gpt2():
-    return load_tokenizer("gpt2")
-
-
 @pytest.fixture(scope="module")
 def trained(prose):
     return train_bpe(prose, 8000)
