@@ -126,6 +126,10 @@ def test_tokenizers_tab_counts_tokens_as_you_type(workbench_server, chromium_pat
             expect(count).to_have_text("5", timeout=30_000)  # Hello, world, ",", hello, tokens
             page.get_by_text("Merge tree", exact=True).first.click()
             expect(page.get_by_text("merge #", exact=False).first).to_be_visible(timeout=30_000)
+            page.get_by_text("Metrics", exact=True).first.click()   # both tokenizers on the trainer's corpus files
+            page.locator(".wb-tok-measure button").first.click()
+            expect(page.locator(".wb-tok-corpus-metrics").first).to_contain_text("measured here", timeout=60_000)
+            expect(page.locator(".wb-tok-corpus-metrics").first).to_contain_text("bytes_per_token")
         finally:
             browser.close()
 
@@ -250,5 +254,7 @@ def test_speculative_tab_draws_the_first_step_and_the_slider_moves_the_path(work
                                    timeout=30_000)                     # the drawn tree and its path changed
             page.get_by_text("Builders side by side", exact=True).first.click()
             expect(page.locator(".wb-spec-compare").first).to_contain_text("Budget", timeout=30_000)
+            page.get_by_text("Drafters across prompts", exact=True).first.click()
+            expect(page.locator(".wb-spec-sweep button").first).to_be_visible(timeout=30_000)
         finally:
             browser.close()
