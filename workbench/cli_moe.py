@@ -24,7 +24,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from workbench.routing.tiny_moe import VARIANTS, load_tiny_moe_tokenizer
-    from workbench.routing.train import format_report, train_variants
+    from workbench.routing.train.report import format_report
+    from workbench.routing.train.variants import train_variants
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from workbench.routing.tiny_moe import ASSETS_DIR, load_tiny_moe
-    from workbench.routing.train import format_report, read_report
+    from workbench.routing.train.report import format_report, read_report
 
     folder = Path(args.dir) if args.dir else ASSETS_DIR
     report = read_report(folder)

@@ -1,5 +1,6 @@
-"""Training the tiny MoE: data splits, balance losses against the numpy metrics, the specialization measure on
-hand-made traces, smoke runs of every variant, the bias moving toward balance, and ``workbench moe``."""
+"""Training the tiny MoE: data splits, balance losses against the numpy metrics, smoke runs of every variant, the
+bias moving toward balance, the package's public names, and ``workbench moe``. The specialization measure is
+tested in test_specialization.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from workbench.cli import main
 from workbench.errors import RoutingError
-from workbench.routing import RoutingTrace, load_balancing_loss
+from workbench.routing import load_balancing_loss
 from workbench.routing.tiny_moe import (
     ASSETS_DIR,
     VARIANTS,
@@ -28,7 +29,6 @@ from workbench.routing.train import (
     evaluate,
     read_report,
     source_texts,
-    specialization,
     train_tiny_moe,
     train_tokenizer,
     train_variants,
@@ -51,14 +51,6 @@ def data(tokenizer):
 def _tiny(vocab_size: int) -> TinyMoEConfig:
     return TinyMoEConfig(vocab_size=vocab_size, d_model=32, n_layers=2, n_heads=2, n_experts=4, top_k=2,
                          d_expert=32, context=32)
-
-
-def _trace(logits, tags, meta=None) -> RoutingTrace:
-    logits = np.asarray(logits, np.float32)
-    n = logits.shape[1]
-    return RoutingTrace(logits=logits, token_ids=np.arange(n), positions=np.arange(n),
-                        sequence_ids=np.zeros(n, int), tags=tags,
-                        meta=meta or {"router": "topk_softmax", "top_k": 2})
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -107,49 +99,6 @@ def test_balance_loss_matches_numpy_metric(scope):
 def test_balance_loss_unknown_scope():
     with pytest.raises(RoutingError, match="scope"):
         balance_loss(torch.zeros(1, 4, 2), torch.zeros(1, 4, 1, dtype=torch.long), 2, "sequence")
-
-
-# --------------------------------------------------------------------------------------------- specialization
-
-
-def test_specialization_of_disjoint_domains_is_one_bit():
-    # tag a always picks experts {0, 1}, tag b {2, 3} (k=2 of 4)
-    a, b = [3.0, 2.0, 0.0, -1.0], [0.0, -1.0, 3.0, 2.0]
-    tr = _trace([[a, a, b, b, b, b]], ["a", "a", "b", "b", "b", "b"])
-    s = specialization(tr)
-    assert s.groups == ["a", "b"]
-    np.testing.assert_allclose(s.distributions[0], [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
-    np.testing.assert_allclose(s.kl_bits, [[1.0, 1.0]])
-    assert s.score == pytest.approx(1.0)
-    np.testing.assert_allclose(s.topk_share, [[1.0, 1.0]])
-    np.testing.assert_allclose(s.group_max_violation, [[1.0, 1.0]])  # inside a tag: 2 of 4 experts busy
-    # all tokens: loads [2, 2, 4, 4] -> MaxVio (4 - 3) / 3
-    np.testing.assert_allclose(s.max_violation, [1 / 3])
-    np.testing.assert_array_equal(s.counts[0], [[2, 2, 0, 0], [0, 0, 4, 4]])
-
-
-def test_specialization_is_zero_when_every_domain_routes_alike_and_groups_merge_tags():
-    a, b = [3.0, 2.0, 0.0, -1.0], [0.0, -1.0, 3.0, 2.0]
-    tr = _trace([[a, b, a, b], [a, a, b, b]], ["x", "x", "y", "y"])
-    s = specialization(tr)
-    assert s.mutual_information_bits[0] == pytest.approx(0.0)
-    assert s.mutual_information_bits[1] == pytest.approx(1.0)
-    merged = specialization(tr, groups={"x": "all", "y": "all"})
-    assert merged.groups == ["all"] and merged.score == pytest.approx(0.0)
-    # untagged tokens are left out
-    s2 = specialization(_trace([[a, b, a]], ["x", "", "x"]))
-    assert s2.counts.sum() == 4
-
-
-def test_specialization_reroutes_with_the_bias_in_meta():
-    logits = np.zeros((1, 4, 4), np.float32)
-    meta = {"router": "deepseek_v3", "top_k": 1, "bias": [[0.0, 0.0, 1.0, 0.0]]}
-    s = specialization(_trace(logits, ["a"] * 4, meta))
-    np.testing.assert_array_equal(s.counts[0, 0], [0, 0, 4, 0])
-    with pytest.raises(RoutingError, match="bias"):
-        specialization(_trace(logits, ["a"] * 4), bias=np.zeros(3))
-    with pytest.raises(RoutingError, match="no token"):
-        specialization(_trace(logits, [""] * 4))
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -227,6 +176,25 @@ def test_shipped_report_is_consistent():
         assert 1 < m["perplexity"] < 2000 and 0 <= m["specialization_bits"] <= np.log2(8)
         assert entry["train"]["variant"] == v
     assert isinstance(report["comparison"]["global_sharper_than_micro"], bool)
+
+
+# ------------------------------------------------------------------------------------------------ package
+
+
+def test_the_package_keeps_every_public_name_of_the_old_module():
+    # workbench.routing.train was one module; its pieces live in data/config/loop/evaluation/report/variants and
+    # workbench.routing.specialization, and every public name is still importable from the package
+    import workbench.routing.specialization
+    import workbench.routing.train as train
+
+    names = {"DOMAINS", "DOMAIN_OF", "HELD_OUT_PASSAGES", "REPORT_FILE", "REPORT_FORMAT", "TOKENIZER_FILE",
+             "DomainSampler", "Evaluation", "Specialization", "TokenData", "TrainConfig", "TrainProgress",
+             "TrainResult", "balance_loss", "compare_variants", "evaluate", "format_report", "format_variant",
+             "heldout_windows", "read_report", "source_texts", "specialization", "train_tiny_moe",
+             "train_tokenizer", "train_variants", "variant_config"}
+    assert set(train.__all__) == names and all(hasattr(train, n) for n in names)
+    assert callable(train.evaluate) and callable(train.specialization)  # the functions, not their modules
+    assert train.specialization is workbench.routing.specialization.specialization
 
 
 # ------------------------------------------------------------------------------------------------ CLI
