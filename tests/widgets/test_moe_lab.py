@@ -370,3 +370,15 @@ def test_deepseek_v3_uses_the_bias_a_tiny_moe_trace_carries(trace):
                                   route(tr.layer(2), "deepseek_v3", k=2, bias=bias[2]).assignments)
     view.layer = 1
     assert view.source.data["load"][5] < TOKENS
+
+
+def test_the_shared_view_pieces_stay_importable_from_the_heatmap_module():
+    # RoutedView and what every view shares moved from heatmap.py to routed_view.py; the old imports still work
+    from widgets.moe_lab import heatmap, routed_view
+
+    shared = ("CAPACITY_ROUTERS", "DROP_POLICY_ROUTERS", "OVERFLOW_ROUTERS", "ROUTER_HELP", "STYLE", "TOP1_ROUTERS",
+              "RoutedView", "SettingsControls", "error_html", "expert_colours", "layer_label", "router_params",
+              "served_lists", "token_text", "tokens_html")
+    assert all(getattr(heatmap, n) is getattr(routed_view, n) for n in shared)
+    assert issubclass(RoutingHeatmap, routed_view.RoutedView)
+    assert heatmap.legend_html(3).count('class="wb-moe-swatch"') == 3  # the heatmap's own legend

@@ -20,7 +20,8 @@ import panel as pn
 import param
 from bokeh.models import Range1d
 
-from widgets.moe_lab.heatmap import (
+from widgets.moe_lab.load import draw_loads, load_figure, load_y_end
+from widgets.moe_lab.routed_view import (
     STYLE,
     RoutedView,
     expert_colours,
@@ -28,7 +29,6 @@ from widgets.moe_lab.heatmap import (
     served_lists,
     tokens_html,
 )
-from widgets.moe_lab.load import draw_loads, load_figure, load_y_end
 from workbench.routing import ROUTER_NAMES
 
 

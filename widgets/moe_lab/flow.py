@@ -19,7 +19,7 @@ from bokeh.models import ColumnDataSource, FactorRange, HoverTool, LinearColorMa
 from bokeh.palettes import Blues256
 from bokeh.plotting import figure
 
-from widgets.moe_lab.heatmap import STYLE, RoutedView, layer_label
+from widgets.moe_lab.routed_view import STYLE, RoutedView, layer_label
 from workbench.errors import RoutingError
 from workbench.routing.metrics import mutual_information, transition_matrix
 

@@ -21,8 +21,9 @@ import param
 from widgets.base import WorkbenchView
 from widgets.moe_lab.compare import RouterCompare
 from widgets.moe_lab.flow import LayerFlow
-from widgets.moe_lab.heatmap import RoutedView, RoutingHeatmap, SettingsControls
+from widgets.moe_lab.heatmap import RoutingHeatmap
 from widgets.moe_lab.load import DropByPosition, ExpertLoad
+from widgets.moe_lab.routed_view import RoutedView, SettingsControls
 from workbench.errors import ModelNotFoundError, WorkbenchError
 from workbench.routing import DROP_POLICIES, OVERFLOW_MODES, ROUTER_NAMES, RoutingTrace
 

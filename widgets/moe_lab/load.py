@@ -22,7 +22,7 @@ import param
 from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Range1d, Span
 from bokeh.plotting import figure
 
-from widgets.moe_lab.heatmap import STYLE, RoutedView, expert_colours, layer_label
+from widgets.moe_lab.routed_view import STYLE, RoutedView, expert_colours, layer_label
 from workbench.errors import WorkbenchError
 from workbench.routing import Routing, balance_summary, drop_rate_by_position, router_z_loss
 from workbench.routing.metrics import SCOPES
