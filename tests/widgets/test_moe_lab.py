@@ -36,9 +36,9 @@ def trace():
 
 @pytest.fixture(scope="module", autouse=True)
 def _compiled():
-    from workbench.routing import warmup
+    from workbench.routing import warm_up
 
-    warmup()  # numba compilation stays out of the timings, as the dashboard's warm_up does
+    warm_up()  # numba compilation stays out of the timings, as the dashboard's warm_up does
 
 
 def _served_sets(r) -> list[set]:

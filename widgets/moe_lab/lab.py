@@ -103,9 +103,9 @@ def describe(trace: RoutingTrace) -> str:
 def warm_up() -> None:
     """The dashboard's warm-up job for this tab: every router kernel, and the default trace (the tiny MoE model
     over the shipped excerpts)."""
-    from workbench.routing import warmup
+    from workbench.routing import warm_up as warm_up_routers
 
-    warmup()
+    warm_up_routers()
     default_trace()
 
 

@@ -12,7 +12,7 @@ from bokeh.plotting import figure
 
 from widgets.base import WorkbenchView
 from widgets.tokenizers_lab.html import segmentation_html, stats_html
-from workbench.tokenization.explore import replay, token_label
+from workbench.tokenization.explore import replay_step, token_label
 
 
 class MergeReplay(WorkbenchView):
@@ -72,7 +72,7 @@ class MergeReplay(WorkbenchView):
         step = min(self.step, len(self.tokenizer.merge_list))
         if self._slider.value != step:
             self._slider.value = step
-        cur = self.current = replay(self.tokenizer, self.text, step)
+        cur = self.current = replay_step(self.tokenizer, self.text, step)
         self._marker.location = step
         if cur.merge is None:
             self._merge.object = '<div class="wb-stats">no merges applied: every byte is its own token</div>'

@@ -39,7 +39,7 @@ from workbench.routing.routers import (
     switch_top1,
     topk_softmax,
     update_bias,
-    warmup,
+    warm_up,
 )
 from workbench.routing.trace import RoutingTrace, synthetic_trace
 
@@ -48,5 +48,5 @@ __all__ = [
     "RoutingTrace", "balance_summary", "capacity_aware", "capture_router_logits", "capacity_for", "capacity_topk", "deepseek_v3",
     "drop_rate_by_position", "expert_choice", "grouped_topk", "load_balancing_loss", "load_cv", "load_entropy",
     "max_violation", "null_experts", "route", "router_z_loss", "switch_top1", "synthetic_trace", "topk_softmax",
-    "update_bias", "warmup",
+    "update_bias", "warm_up",
 ]

@@ -46,7 +46,7 @@ Example::
     from workbench.models import load_model
     from workbench.routing import capture_router_logits, route
     model, tok = load_model("~/models/OLMoE-1B-7B")                       # a local folder, never the hub
-    tr = capture_router_logits(model, ["def f(x):", "Le chat dort."], tokenizer=tok, tags=["code", "fr"])
+    tr = capture_router_logits(["def f(x):", "Le chat dort."], model, tokenizer=tok, tags=["code", "fr"])
     tr.logits.shape                                                       # (16, T, 64)
     r = route(tr.layer(0), tr.meta["router"], **tr.meta["router_params"])  # the model's own top-8 routing
 """
@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -341,7 +342,7 @@ def _encode(items: list, tokenizer, add_special_tokens: bool) -> list[np.ndarray
         if not item.strip():
             raise RoutingError(f"text {i} is empty; give at least a few words")
         if tokenizer is None:
-            raise RoutingError("texts need their tokenizer: capture_router_logits(model, texts, tokenizer=tok); "
+            raise RoutingError("texts need their tokenizer: capture_router_logits(texts, model, tokenizer=tok); "
                                "or pass token ids instead")
         ids = np.asarray(tokenizer(item, add_special_tokens=add_special_tokens)["input_ids"], dtype=np.int64)
         if ids.size == 0:
@@ -446,11 +447,13 @@ def _run_with_hooks(model, ids: np.ndarray, routers: dict, n_experts: int, arch:
 
 
 # -- the public function --------------------------------------------------------------------------------------
-def capture_router_logits(model, text_or_texts, *, tokenizer=None, tags=None, layers: Sequence[int] | None = None,
+def capture_router_logits(text_or_texts, model, *, tokenizer=None, tags=None, layers: Sequence[int] | None = None,
                           max_tokens: int | None = None, add_special_tokens: bool = False, via: str = "auto",
                           progress: Callable[[Progress], None] | None = None) -> RoutingTrace:
     """Router logits of every token of ``text_or_texts`` through ``model``'s MoE layers, as a `RoutingTrace`.
 
+    The text comes first and the model second, as in every capture of the project (`workbench.kvcache.capture`);
+    the old order ``(model, text)`` still works with a ``DeprecationWarning``.
     ``model``: a loaded transformers MoE causal LM (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE ...; never a hub id).
     ``text_or_texts``: a text, a list of texts (needs ``tokenizer``), or token ids: a list of ints or a 1-D tensor
     (one sequence), a list of int lists / 1-D tensors or a 2-D tensor (one sequence per row). Each item is one
@@ -468,10 +471,15 @@ def capture_router_logits(model, text_or_texts, *, tokenizer=None, tags=None, la
     ``norm_topk_prob``, the lab router replaying the model's own (``router`` + ``router_params``), ``layers``
     (model layer numbers), ``capture_path`` and the router fields of the config (``router_config``).
 
-    ``capture_router_logits(mixtral, [[5, 6, 7], [8, 9]]).positions -> [0, 1, 2, 0, 1]``.
+    ``capture_router_logits([[5, 6, 7], [8, 9]], mixtral).positions -> [0, 1, 2, 0, 1]``.
     """
     import torch
 
+    if isinstance(text_or_texts, torch.nn.Module) and not isinstance(model, torch.nn.Module):
+        warnings.warn("capture_router_logits takes (text_or_texts, model): the text comes first, as in "
+                      "workbench.kvcache.capture; the (model, text) order will be refused in a later release",
+                      DeprecationWarning, stacklevel=2)
+        text_or_texts, model = model, text_or_texts
     model = _check_model(model)
     if via not in VIA:
         raise RoutingError(f"via must be one of {VIA}, got {via!r}")

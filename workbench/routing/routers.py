@@ -353,7 +353,7 @@ def route(logits, router: str = "topk_softmax", *, backend: str = "auto", device
         raise RoutingError(f"router {router!r} does not take those parameters: {exc}") from exc
 
 
-def warmup() -> None:
+def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel on a tiny batch, off the interactive path."""
     x = np.array([[0.5, -0.5, 0.0, 1.0], [0.0, 1.0, 0.25, -1.0]])
     for name in ROUTER_NAMES:

@@ -35,8 +35,8 @@ def warm_up() -> None:
     tree.tree_leaf_paths(parents)
     tree.tree_children(parents)
     kernels.warm_up()
-    sequoia.warmup()
-    verify.warmup()
+    sequoia.warm_up()
+    verify.warm_up()
 
 
 def __getattr__(name):

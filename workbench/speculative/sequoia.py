@@ -420,7 +420,7 @@ def choose_budget(acceptance, verify_time: VerifyTime, draft_time_per_level: flo
     return choice[0], choice[1], float(base / best_time)
 
 
-def warmup() -> None:
+def warm_up() -> None:
     """Compile (or load from the cache) the kernels, so that the first interactive plan is fast."""
     T, best, best_b, choice_y = sequoia_dp(np.array([0.0, 0.5, 0.2]), 4, 3)
     sequoia_tree(best_b, choice_y, 4, 3, int(best_b[3, 4]))

@@ -37,7 +37,7 @@ Example::
     make_verifier("greedy").verify(tree, probs).tokens                     # [2, 3]: node 0 accepted, bonus 3
 
 The random verifiers draw ``2 N + 4`` uniforms from ``rng`` per call (a `numpy.random.Generator`, a seed, or None)
-and run as Numba kernels (`verify_kernels`); call `warmup()` once to keep the compile time out of the first step.
+and run as Numba kernels (`verify_kernels`); call `warm_up()` once to keep the compile time out of the first step.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from workbench.speculative.tree import DraftTree, tree_children
 
 __all__ = ["Verdict", "Verifier", "GreedyVerifier", "ChainSamplingVerifier", "SpecInferVerifier",
            "SequoiaVerifier", "SpecTrVerifier", "MultiDraftISVerifier", "TypicalVerifier", "VERIFIERS",
-           "VERIFIER_NAMES", "make_verifier", "warmup"]
+           "VERIFIER_NAMES", "make_verifier", "warm_up"]
 
 
 @dataclass
@@ -446,7 +446,7 @@ def make_verifier(name, **params) -> Verifier:
     return VERIFIERS[name](**params)
 
 
-def warmup() -> None:
+def warm_up() -> None:
     """Compile the Numba kernels for float32 and float64 target rows (a few seconds once; cached on disk)."""
     tree = DraftTree.from_parents(tokens=[0, 1, 1], parents=[-1, -1, 0],
                                   draft_dists=np.full((4, 2), 0.5, np.float32))

@@ -217,7 +217,7 @@ class ReplayStep:
     merge_count: int | None
 
 
-def replay(tok: Tokenizer, text: str, step: int) -> ReplayStep:
+def replay_step(tok: Tokenizer, text: str, step: int) -> ReplayStep:
     """Segment ``text`` as the tokenizer would have after its first ``step`` merges."""
     n = len(tok.merge_list)
     if not 0 <= step <= n:

@@ -92,7 +92,7 @@ def test_captured_logits_are_the_models_own_router(family):
     n_experts, k = (4 if family == "mixtral" else 8), 2
     seen, handles = _record_blocks(model)
     try:
-        tr = capture_router_logits(model, SEQS)
+        tr = capture_router_logits(SEQS, model)
     finally:
         for h in handles:
             h.remove()
@@ -116,37 +116,37 @@ def test_captured_logits_are_the_models_own_router(family):
             replay = route(got, tr.meta["router"], **tr.meta["router_params"])
             np.testing.assert_array_equal(np.sort(replay.assignments, axis=1), used)
     # the forward-hook path on the gates gives the same numbers
-    hooked = capture_router_logits(model, SEQS, via="hooks")
+    hooked = capture_router_logits(SEQS, model, via="hooks")
     assert hooked.meta["capture_path"] == "hooks"
     np.testing.assert_allclose(hooked.logits, tr.logits, rtol=1e-6, atol=1e-7)
 
 
 def test_router_hints_follow_each_family():
-    mix = capture_router_logits(_tiny("mixtral"), [[3, 4]])
+    mix = capture_router_logits([[3, 4]], _tiny("mixtral"))
     assert mix.meta["router"] == "topk_softmax" and mix.meta["router_params"] == {"k": 2, "renormalize": True}
-    qwen2 = capture_router_logits(_tiny("qwen2_moe"), [[3, 4]])
+    qwen2 = capture_router_logits([[3, 4]], _tiny("qwen2_moe"))
     assert qwen2.meta["router_params"] == {"k": 2, "renormalize": False} and qwen2.meta["shared_experts"] == 1
     assert qwen2.meta["norm_topk_prob"] is False and qwen2.meta["router_config"]["num_experts"] == 8
-    olmoe = capture_router_logits(_tiny("olmoe"), [[3, 4]])
+    olmoe = capture_router_logits([[3, 4]], _tiny("olmoe"))
     assert olmoe.meta["shared_experts"] == 0 and olmoe.meta["router_score"] == "softmax"
 
 
 def test_sequences_positions_tags_max_tokens_and_round_trip(tmp_path):
     model = _tiny("mixtral")
     seqs = [[5, 6, 7], torch.tensor([8, 9]), np.array([10, 11, 12, 13])]
-    tr = capture_router_logits(model, seqs, tags=["code", "fr", "code"])
+    tr = capture_router_logits(seqs, model, tags=["code", "fr", "code"])
     np.testing.assert_array_equal(tr.sequence_ids, [0, 0, 0, 1, 1, 2, 2, 2, 2])
     np.testing.assert_array_equal(tr.positions, [0, 1, 2, 0, 1, 0, 1, 2, 3])
     np.testing.assert_array_equal(tr.token_ids, [5, 6, 7, 8, 9, 10, 11, 12, 13])
     assert tr.tags == ["code"] * 3 + ["fr"] * 2 + ["code"] * 4 and tr.n_sequences == 3
-    alone = capture_router_logits(model, [8, 9])  # a flat int list is one sequence
+    alone = capture_router_logits([8, 9], model)  # a flat int list is one sequence
     np.testing.assert_allclose(tr.logits[:, 3:5], alone.logits, atol=1e-6)
-    batch = capture_router_logits(model, torch.tensor([[5, 6, 7], [10, 11, 12]]), layers=[1], max_tokens=2)
+    batch = capture_router_logits(torch.tensor([[5, 6, 7], [10, 11, 12]]), model, layers=[1], max_tokens=2)
     assert batch.logits.shape == (1, 4, 4) and batch.meta["layers"] == [1]
     np.testing.assert_array_equal(batch.token_ids, [5, 6, 10, 11])
     np.testing.assert_allclose(batch.logits[0, :2], tr.logits[1, :2], atol=1e-6)
     done = []
-    capture_router_logits(model, seqs, progress=lambda p: done.append((p.done, p.total)))
+    capture_router_logits(seqs, model, progress=lambda p: done.append((p.done, p.total)))
     assert done == [(1, 3), (2, 3), (3, 3)]
     back = RoutingTrace.load(tr.save(tmp_path / "mixtral.safetensors"))
     np.testing.assert_array_equal(back.logits, tr.logits)
@@ -157,50 +157,50 @@ def test_sequences_positions_tags_max_tokens_and_round_trip(tmp_path):
 
 def test_texts_with_a_tokenizer_record_token_strings():
     model, tok = _tiny("olmoe"), _tokenizer()
-    tr = capture_router_logits(model, ["the cat sat on the mat", "def f ( x ) :"], tokenizer=tok, tags="mixed")
+    tr = capture_router_logits(["the cat sat on the mat", "def f ( x ) :"], model, tokenizer=tok, tags="mixed")
     assert tr.tokens == ["the", "cat", "sat", "on", "the", "mat", "def", "f", "(", "x", ")", ":"]
     np.testing.assert_array_equal(tr.token_ids[:3], [1, 2, 3])
     assert set(tr.tags) == {"mixed"} and tr.n_sequences == 2
-    single = capture_router_logits(model, "a dog ran", tokenizer=tok)
+    single = capture_router_logits("a dog ran", model, tokenizer=tok)
     assert single.n_tokens == 3 and single.tokens == ["a", "dog", "ran"]
-    ids = capture_router_logits(model, [[7, 8]], tokenizer=tok)  # ids plus a tokenizer: strings decoded too
+    ids = capture_router_logits([[7, 8]], model, tokenizer=tok)  # ids plus a tokenizer: strings decoded too
     assert ids.tokens == ["dog", "ran"]
     with pytest.raises(RoutingError, match="empty"):
-        capture_router_logits(model, ["the cat", "   "], tokenizer=tok)
+        capture_router_logits(["the cat", "   "], model, tokenizer=tok)
     with pytest.raises(RoutingError, match="tokenizer"):
-        capture_router_logits(model, "the cat")
+        capture_router_logits("the cat", model)
     with pytest.raises(RoutingError, match="one label per sequence"):
-        capture_router_logits(model, ["the cat", "a dog"], tokenizer=tok, tags=["x"])
+        capture_router_logits(["the cat", "a dog"], model, tokenizer=tok, tags=["x"])
     long_text = " ".join(["the cat sat"] * 20)  # 60 tokens, context 32
     with pytest.raises(RoutingError, match="context is 32 tokens"):
-        capture_router_logits(model, long_text, tokenizer=tok)
-    assert capture_router_logits(model, long_text, tokenizer=tok, max_tokens=32).n_tokens == 32
+        capture_router_logits(long_text, model, tokenizer=tok)
+    assert capture_router_logits(long_text, model, tokenizer=tok, max_tokens=32).n_tokens == 32
 
 
 def test_dense_layers_of_qwen2_moe_are_skipped_and_numbered_as_model_layers():
     model = _tiny("qwen2_moe", num_hidden_layers=3, mlp_only_layers=[1])
-    tr = capture_router_logits(model, [SEQS[0]])
+    tr = capture_router_logits([SEQS[0]], model)
     assert tr.meta["layers"] == [0, 2] and tr.logits.shape == (2, 7, 8)
-    hooked = capture_router_logits(model, [SEQS[0]], via="hooks", layers=[2])
+    hooked = capture_router_logits([SEQS[0]], model, via="hooks", layers=[2])
     np.testing.assert_allclose(hooked.logits[0], tr.logits[1], atol=1e-6)
     with pytest.raises(RoutingError, match=r"not MoE layers.*\[0, 2\]"):
-        capture_router_logits(model, [SEQS[0]], layers=[1])
+        capture_router_logits([SEQS[0]], model, layers=[1])
 
 
 def test_falls_back_to_gate_hooks_when_the_model_returns_no_router_logits(monkeypatch):
     model = _tiny("qwen3_moe")
-    expected = capture_router_logits(model, SEQS).logits
+    expected = capture_router_logits(SEQS, model).logits
     own = model.forward
 
     def without_router_logits(*args, output_router_logits=None, **kwargs):
         return own(*args, output_router_logits=False, **kwargs)
 
     monkeypatch.setattr(model, "forward", without_router_logits)
-    tr = capture_router_logits(model, SEQS)
+    tr = capture_router_logits(SEQS, model)
     assert tr.meta["capture_path"] == "hooks"
     np.testing.assert_allclose(tr.logits, expected, atol=1e-6)
     with pytest.raises(RoutingError, match="returned no router logits"):
-        capture_router_logits(model, SEQS, via="router_logits")
+        capture_router_logits(SEQS, model, via="router_logits")
 
 
 def test_a_dense_model_and_bad_inputs_are_refused():
@@ -210,24 +210,31 @@ def test_a_dense_model_and_bad_inputs_are_refused():
     dense = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32))
     with pytest.raises(RoutingError, match="not a mixture-of-experts"):
-        capture_router_logits(dense, SEQS)
+        capture_router_logits(SEQS, dense)
     with pytest.raises(RoutingError, match="loaded transformers model"):
-        capture_router_logits("mistralai/Mixtral-8x7B-v0.1", SEQS)
+        capture_router_logits(SEQS, "mistralai/Mixtral-8x7B-v0.1")
     model = _tiny("mixtral")
     with pytest.raises(RoutingError, match="no sequences"):
-        capture_router_logits(model, [])
+        capture_router_logits([], model)
     with pytest.raises(RoutingError, match="no tokens"):
-        capture_router_logits(model, [[1, 2], []])
+        capture_router_logits([[1, 2], []], model)
     with pytest.raises(RoutingError, match="outside the model's vocabulary"):
-        capture_router_logits(model, [[1, VOCAB]])
+        capture_router_logits([[1, VOCAB]], model)
     with pytest.raises(RoutingError, match="context is 32 tokens"):
-        capture_router_logits(model, torch.arange(40) % VOCAB)
+        capture_router_logits(torch.arange(40) % VOCAB, model)
     with pytest.raises(RoutingError, match="via"):
-        capture_router_logits(model, SEQS, via="magic")
+        capture_router_logits(SEQS, model, via="magic")
     with pytest.raises(RoutingError, match="max_tokens"):
-        capture_router_logits(model, SEQS, max_tokens=0)
+        capture_router_logits(SEQS, model, max_tokens=0)
     assert model.training is False
     model.train()
-    capture_router_logits(model, SEQS)  # runs in eval mode and gives the mode back
+    capture_router_logits(SEQS, model)  # runs in eval mode and gives the mode back
     assert model.training is True and model.model.layers[0].mlp.training is True
     model.eval()
+
+
+def test_the_old_model_first_order_still_captures_with_a_deprecation_warning():
+    model = _tiny("mixtral")
+    with pytest.warns(DeprecationWarning, match="text comes first"):
+        old = capture_router_logits(model, SEQS)
+    assert np.array_equal(old.logits, capture_router_logits(SEQS, model).logits)

@@ -76,7 +76,7 @@ def _capture_with_gate_outputs(model, **kw):
         lambda m, args, out, i=i: seen.setdefault(i, []).append((out[1].detach().clone(), out[2].detach().clone())))
         for i, gate in _gates(model).items()]
     try:
-        tr = capture_router_logits(model, SEQS, **kw)
+        tr = capture_router_logits(SEQS, model, **kw)
     finally:
         for h in handles:
             h.remove()
@@ -169,7 +169,7 @@ def test_a_biased_gate_that_routes_otherwise_gets_no_suggestion():
         originals[i] = gate.forward
         gate.forward = lambda h, f=gate.forward: (lambda o: (o[0], o[1] * 3.0, o[2]))(f(h))
     try:
-        tr = capture_router_logits(model, SEQS[:1])
+        tr = capture_router_logits(SEQS[:1], model)
     finally:
         for gate in _gates(model).values():
             del gate.forward

@@ -121,7 +121,7 @@ def test_bf16_capture_replay_equals_the_models_choices_token_for_token():
     rng = np.random.default_rng(0)
     seqs = [rng.integers(3, 128, size=48).tolist() for _ in range(8)]
     try:
-        tr = capture_router_logits(model, seqs)
+        tr = capture_router_logits(seqs, model)
     finally:
         for h in handles:
             h.remove()

@@ -26,7 +26,7 @@ from workbench.routing.train import (
     DOMAINS,
     TokenData,
     balance_loss,
-    evaluate,
+    evaluate_held_out,
     read_report,
     source_texts,
     train_tiny_moe,
@@ -113,7 +113,7 @@ def test_smoke_training_reduces_loss(variant, data, tokenizer):
     assert [p.step for p in seen] == list(range(1, 13)) and seen[-1].variant == variant
     assert h["lm_loss"][-3:].mean() < h["lm_loss"][:3].mean() - 0.3
     assert (h["balance_loss"] > 0).all() == (variant != "bias")
-    ev = evaluate(result.model, data, max_windows=2)
+    ev = evaluate_held_out(result.model, data, max_windows=2)
     assert 1 < ev.perplexity < tokenizer.n_vocab * 2
     assert set(ev.perplexity_by_domain) == set(DOMAINS)
     assert ev.domain.distributions.shape == (2, len(DOMAINS), 4)
@@ -189,11 +189,11 @@ def test_the_package_keeps_every_public_name_of_the_old_module():
 
     names = {"DOMAINS", "DOMAIN_OF", "HELD_OUT_PASSAGES", "REPORT_FILE", "REPORT_FORMAT", "TOKENIZER_FILE",
              "DomainSampler", "Evaluation", "Specialization", "TokenData", "TrainConfig", "TrainProgress",
-             "TrainResult", "balance_loss", "compare_variants", "evaluate", "format_report", "format_variant",
+             "TrainResult", "balance_loss", "compare_variants", "evaluate_held_out", "format_report", "format_variant",
              "heldout_windows", "read_report", "source_texts", "specialization", "train_tiny_moe",
              "train_tokenizer", "train_variants", "variant_config"}
     assert set(train.__all__) == names and all(hasattr(train, n) for n in names)
-    assert callable(train.evaluate) and callable(train.specialization)  # the functions, not their modules
+    assert callable(train.evaluate_held_out) and callable(train.specialization)  # the functions, not their modules
     assert train.specialization is workbench.routing.specialization.specialization
 
 

@@ -20,7 +20,7 @@ from workbench.speculative.sequoia import (
     sequoia_plan,
     sequoia_table,
     sibling_ranks,
-    warmup,
+    warm_up,
 )
 
 ACCEPTANCES = [
@@ -151,7 +151,7 @@ def test_plan_table_layout_and_best_by_size():
     assert by_size[0, 0] == 1.0 and by_size[6, 3] == plan.expected
     for n in range(1, 7):
         assert by_size[n, 3] == pytest.approx(brute_force_best(acc, n, 3))
-    warmup()
+    warm_up()
 
 
 # -- expected_accepted ---------------------------------------------------------------------------------------

@@ -24,12 +24,12 @@ bias     no balance loss: sigmoid gate whose per-expert selection bias moves by 
 The whole global batch runs as one forward pass; the micro/global difference lives only in how the balance
 loss groups the tokens, which gives exactly the gradients of gradient accumulation over the micro-batches.
 
-Measurement (`evaluate`): held-out windows of every tag -> perplexity per domain, a `RoutingTrace`, and
+Measurement (`evaluate_held_out`): held-out windows of every tag -> perplexity per domain, a `RoutingTrace`, and
 `specialization`: per layer, each domain's distribution of expert slots and the mutual information between
 domain and expert (mean KL of each domain's distribution to the domains' average, in bits).
 
 Modules: ``data`` (the domains, the split, the tokenizer, token streams and windows), ``config`` (`TrainConfig`,
-`variant_config`), ``loop`` (`train_tiny_moe`, `balance_loss`), ``evaluation`` (`evaluate`), ``report`` (reading
+`variant_config`), ``loop`` (`train_tiny_moe`, `balance_loss`), ``evaluation`` (`evaluate_held_out`), ``report`` (reading
 and printing ``tiny_moe.json``), ``variants`` (`train_variants`); `specialization` is
 `workbench.routing.specialization`. Every public name is importable from this package.
 
@@ -51,7 +51,7 @@ from workbench.routing.train.data import (
     source_texts,
     train_tokenizer,
 )
-from workbench.routing.train.evaluation import Evaluation, evaluate
+from workbench.routing.train.evaluation import Evaluation, evaluate_held_out
 from workbench.routing.train.loop import TrainProgress, TrainResult, balance_loss, train_tiny_moe
 from workbench.routing.train.report import (
     REPORT_FILE,
@@ -67,6 +67,6 @@ from workbench.routing.train.variants import train_variants
 __all__ = [
     "DOMAINS", "DOMAIN_OF", "HELD_OUT_PASSAGES", "REPORT_FILE", "REPORT_FORMAT", "TOKENIZER_FILE", "DomainSampler",
     "Evaluation", "Specialization", "TokenData", "TrainConfig", "TrainProgress", "TrainResult", "balance_loss",
-    "compare_variants", "evaluate", "format_report", "format_variant", "heldout_windows", "read_report",
+    "compare_variants", "evaluate_held_out", "format_report", "format_variant", "heldout_windows", "read_report",
     "source_texts", "specialization", "train_tiny_moe", "train_tokenizer", "train_variants", "variant_config",
 ]

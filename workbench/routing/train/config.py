@@ -13,7 +13,7 @@ class TrainConfig:
     """One variant's training run. A step sees ``len(DOMAINS) * micro_batch`` windows of ``model.context``
     tokens. ``balance_coef``: weight of the Switch balance loss (micro/global); ``z_loss_coef``: router
     z-loss weight (0 = off); ``bias_rate``: per-step bias change (bias variant); ``eval_windows``: held-out
-    windows per tag for `evaluate`."""
+    windows per tag for `evaluate_held_out`."""
 
     variant: str = "global"
     steps: int = 160

@@ -1,4 +1,4 @@
-"""Held-out measurement of a trained tiny MoE (`evaluate` -> `Evaluation`): perplexity overall and per domain, the
+"""Held-out measurement of a trained tiny MoE (`evaluate_held_out` -> `Evaluation`): perplexity overall and per domain, the
 routing trace of the held-out windows, and its `Specialization` by domain and by language."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Evaluation:
                 "domains": self.domain.groups}
 
 
-def evaluate(model: TinyMoE, data: TokenData, *, max_windows: int = 8) -> Evaluation:
+def evaluate_held_out(model: TinyMoE, data: TokenData, *, max_windows: int = 8) -> Evaluation:
     """Route and score the held-out windows (at most ``max_windows`` of ``context`` tokens per tag)."""
     ctx = model.config.context
     windows, tags = heldout_windows(data, ctx, max_windows)

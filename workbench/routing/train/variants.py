@@ -21,7 +21,7 @@ from workbench.routing.tiny_moe import (
 )
 from workbench.routing.train.config import variant_config
 from workbench.routing.train.data import DOMAINS, TokenData, train_tokenizer
-from workbench.routing.train.evaluation import evaluate
+from workbench.routing.train.evaluation import evaluate_held_out
 from workbench.routing.train.loop import TrainProgress, train_tiny_moe
 from workbench.routing.train.report import (
     REPORT_FILE,
@@ -94,7 +94,7 @@ def train_variants(variants: Sequence[str] = VARIANTS, *, out=None, steps: int |
         result = train_tiny_moe(cfg, data, progress=progress, show_progress=show_progress)
         model = round_to_storage(result.model)
         t_eval = time.perf_counter()
-        ev = evaluate(model, data, max_windows=cfg.eval_windows)
+        ev = evaluate_held_out(model, data, max_windows=cfg.eval_windows)
         t_eval = time.perf_counter() - t_eval
         h = result.history
         tail = max(1, len(h["lm_loss"]) // 10)

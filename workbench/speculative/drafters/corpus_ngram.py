@@ -230,7 +230,7 @@ def _load(path: Path) -> NgramTable | None:
         return None
 
 
-def corpus_table(corpus, n: int, tokenizer=None) -> NgramTable:
+def count_ngram_table(corpus, n: int, tokenizer=None) -> NgramTable:
     """The n-gram table of a corpus (name, path, or an int array of ids with ``-1`` document separators), from
     memory, from the disk cache, or counted now."""
     if isinstance(corpus, np.ndarray):
@@ -310,7 +310,7 @@ class CorpusNgramDrafter(Drafter):
     @property
     def table(self) -> NgramTable:
         if self._table is None:
-            self._table = corpus_table(self.corpus, self.n, self.tokenizer)
+            self._table = count_ngram_table(self.corpus, self.n, self.tokenizer)
         return self._table
 
     def warm(self) -> CorpusNgramDrafter:
