@@ -10,6 +10,7 @@ import pytest
 
 from widgets.kvcache_lab import EvictedText, PolicyCompare, QualityVsBudget, RetentionMap
 from workbench.kvcache import replay
+from workbench.kvcache.heavy_hitters import heavy_hitters
 from workbench.kvcache.replay import EVICTED, KEPT, SINK, SKIPPED
 
 pytestmark = pytest.mark.model
@@ -109,13 +110,10 @@ def test_evicted_text_greys_the_evicted_tokens(kv_trace):
     assert _spans(body, "kept") == np.count_nonzero(row == KEPT) == 32
     assert f'<b class="wb-kv-nevicted">{np.count_nonzero(row == EVICTED)}</b>' in view._stats.object
     assert "wb-kv-query" in body and f'data-pos="{query}"' in body
-    # heavy hitters: accumulated attention (prefill column sums + decode attention up to the step)
-    li = kv_trace.layer_index(LAYER)
-    scores = np.zeros(kv_trace.n_tokens)
-    scores[: kv_trace.n_prefill] = kv_trace.prefill_colsum[li, 1]
-    scores += kv_trace.attn[li, 1, :11].astype(np.float64).sum(axis=0)
-    expected = set(np.argsort(-scores[: query + 1])[:10].tolist())
-    assert set(view.heavy_positions.tolist()) == expected
+    # heavy hitters: H2O's own scores (attention renormalised over the kept keys), so every one marked is kept
+    assert set(view.heavy_positions.tolist()) == set(heavy_hitters(kv_trace, r, 0, 1, 10, 10).tolist())
+    assert all(row[p] == KEPT for p in view.heavy_positions)
+    assert "H2O score" in body
     assert len(re.findall(r'class="[^"]*wb-kv-heavy', body)) == 10
     t0 = time.perf_counter()
     view.step = 0

@@ -2,8 +2,9 @@
 
 Kept tokens are plain, evicted ones greyed and struck through (skipped ones, for query-aware selection, greyed but
 not struck: they are still in the cache), attention sinks boxed in orange, heavy hitters (the positions that have
-received the most attention so far: prefill column sums plus the decode steps up to this one) underlined in red,
-and the current query token outlined. Hovering a token shows its position, state and when it was evicted.
+received the most attention so far, `workbench.kvcache.heavy_hitters`: for H2O its own renormalised scores, the
+ones its evictions follow; for other policies the full-cache attention received) underlined in red, and the
+current query token outlined. Hovering a token shows its position, state and when it was evicted.
 
 >>> from workbench.kvcache import replay                                           # doctest: +SKIP
 >>> view = EvictedText(trace=tr, retention=replay(tr, "h2o", 32, layers=[15]), step=10)  # doctest: +SKIP
@@ -20,8 +21,8 @@ import param
 
 from widgets.base import WorkbenchView
 from widgets.kvcache_lab.retention import STATE_NAMES, STYLE, error_html
+from workbench.kvcache.heavy_hitters import attention_received, uses_replay_scores
 from workbench.kvcache.replay import EVICTED, KEPT, SINK, SKIPPED
-from workbench.kvcache.scores import h2o_scores
 
 TEXT_STYLE = """
 <style>
@@ -112,6 +113,7 @@ class EvictedText(WorkbenchView):
         self.scores, self.heavy_positions = self._heavy_hitters(li, step, query)
         evicted_at = r.evicted_at(li, self.head)
         heavy = set(self.heavy_positions.tolist())
+        score_name = "H2O score" if uses_replay_scores(r) else "attention received"
         out = [STYLE, TEXT_STYLE, '<div class="wb-kv-text">']
         for pos in range(query + 1):
             state = STATE_NAMES[row[pos]]
@@ -121,7 +123,7 @@ class EvictedText(WorkbenchView):
             if evicted_at[pos] >= 0 and row[pos] == EVICTED:
                 title += f" (evicted at step {evicted_at[pos]})"
             if self.scores is not None:
-                title += f" · attention received {self.scores[pos]:.2f}"
+                title += f" · {score_name} {self.scores[pos]:.2f}"
             out.append(f'<span class="{cls}" data-pos="{pos}" title="{html.escape(title)}">'
                        f"{_shown(r.tokens[pos])}</span>")
         out.append("</div>")
@@ -142,16 +144,14 @@ class EvictedText(WorkbenchView):
             + "</div>")
 
     def _heavy_hitters(self, li: int, step: int, query: int):
-        """Accumulated attention each position has received up to this step (H2O's score: prefill column sums
-        plus the decode queries so far) and the ``heavy`` highest positions; (None, []) without a trace."""
+        """Accumulated attention each position has received up to this step (`attention_received`: H2O's own
+        scores for an H2O replay) and the ``heavy`` highest positions; (None, []) without a trace."""
         tr = self.trace
         if tr is None or self.heavy == 0:
             return None, np.zeros(0, np.int64)
-        tli = tr.layer_index(int(self.retention.layers[li]))
-        scores = h2o_scores(tr, tli)[self.head] + tr.f32("attn", tli)[self.head, : step + 1].sum(axis=0)
+        scores = attention_received(tr, self.retention, li, self.head, step)
         visible = scores[: query + 1]
-        k = min(self.heavy, visible.size)
-        top = np.argsort(-visible, kind="stable")[:k]
+        top = np.argsort(-visible, kind="stable")[: min(self.heavy, visible.size)]
         return scores, np.sort(top)
 
     def __panel__(self):
