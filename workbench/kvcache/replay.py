@@ -6,6 +6,9 @@ Example::
     r = replay(tr, "h2o", 64)          # or make_policy("snapkv", window=16), budget=0.25 (a ratio of the context)
     r.summary()                        # {'policy': 'h2o', 'budget': 64, 'attention_mass': 0.93, ...}
     r.kept.shape                       # (30, 3, 32, T)
+
+The policy's `Plan` (`Policy.plan`: its parameters checked against the budget and the trace) is executed here on
+the numba kernels, one layer at a time (`EXECUTORS`, keyed by ``Plan.selector``), or by `torch_replay.run_plan`.
 """
 
 from __future__ import annotations
@@ -24,10 +27,9 @@ from workbench.kvcache.policies import (  # noqa: F401 - SNAPKV_WINDOW, default_
     SNAPKV_WINDOW,
     Policy,
     adakv_capacities,
-    check_window,
     default_window,
+    kvcrush_representatives,
     make_policy,
-    pyramid_budgets,
     resolve_budget,
 )
 from workbench.kvcache.trace import KVTrace
@@ -123,57 +125,32 @@ def _as_policy(policy) -> Policy:
     return make_policy(policy) if isinstance(policy, str) else make_policy(policy)
 
 
-def _evict_layer(trace, li, policy, budget, kept_l, rng):
-    """Fill kept_l [H, S, T] for one layer of an eviction policy; returns the layer's budget and sinks."""
-    name, prm = policy.name, policy.params
-    h, t, n = trace.n_kv_heads, trace.n_tokens, trace.n_prefill
-    decode_evict = prm["phase"] == "decode"
-    attn = trace.f32("attn", li)
-    mode, sinks, recent = K.MODE_STATIC, 0, 1
-    if name == "window" and decode_evict:
-        p = n + np.arange(trace.n_steps)
-        pos = np.arange(t)
-        kept_l[:] = ((pos[None, :] <= p[:, None]) & (pos[None, :] > p[:, None] - budget))[None]
-        return budget, 0
-    if name in ("window", "recency", "streaming_llm"):
-        scores = np.broadcast_to(np.arange(t, dtype=np.float64), (h, t)).copy()
-        if name == "streaming_llm":
-            sinks = int(prm["sinks"])
-            if budget <= sinks:
-                raise KVCacheError(f"streaming_llm keeps {sinks} sinks; the budget ({budget}) must be larger")
-    elif name == "random":
-        scores = rng.random((h, t))
-    elif name == "h2o":
-        scores = SC.h2o_scores(trace, li)
-        mode = K.MODE_ACCUMULATE
-        sinks = int(prm["sinks"])
-        recent = int(prm["recent"]) if prm["recent"] is not None else max(1, budget // 2)
-        if sinks + recent > budget:
-            raise KVCacheError(f"h2o protects {sinks} sinks + {recent} recent tokens, more than the budget {budget}")
-    elif name == "tova" and prm["heads"] == "layer":
-        start = SC.tova_layer_scores(trace, li)
-        if decode_evict:
-            kept_layer = np.zeros(kept_l.shape[1:], bool)
-            K.tova_layer(start, trace.f32("attn_heads", li), n, budget, kept_layer)
-            kept_l[:] = kept_layer[None]
-            return budget, 0
-        scores = np.broadcast_to(start, (h, t)).copy()  # one ranking shared by the layer's heads
-    elif name == "tova":
-        scores = SC.tova_scores(trace, li)
-        mode = K.MODE_LAST_QUERY
-    elif name in ("snapkv", "pyramidkv"):
-        window = check_window(trace, policy, budget)
-        scores = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
-        recent = window
-        if name == "pyramidkv":
-            budget = pyramid_budgets(budget, window, int(trace.model.get("n_layers", trace.n_layers)),
-                                     float(prm["beta"]), [trace.layers[li]], n)[0]
-    else:  # pragma: no cover - guarded by make_policy
-        raise KVCacheError(f"no evictor for {name}")
-    budgets = np.full(h, budget, np.int64)
-    K.evict_heads(np.ascontiguousarray(scores, dtype=np.float64), attn, n, budgets, sinks, recent, mode,
-                  decode_evict, kept_l)
-    return budget, sinks
+# -- the numba executors: one routine per `Plan.selector`, filling kept_l [H, S, T] for one layer ----------------
+_MODES = {"static": K.MODE_STATIC, "accumulate": K.MODE_ACCUMULATE, "last_query": K.MODE_LAST_QUERY}
+
+
+def _full(trace, li, plan, budget, kept_l, rng):
+    kept_l[:] = (np.arange(trace.n_tokens)[None, :] <= (trace.n_prefill + np.arange(trace.n_steps))[:, None])[None]
+
+
+def _window(trace, li, plan, budget, kept_l, rng):
+    p = trace.n_prefill + np.arange(trace.n_steps)
+    pos = np.arange(trace.n_tokens)
+    kept_l[:] = ((pos[None, :] <= p[:, None]) & (pos[None, :] > p[:, None] - budget))[None]
+
+
+def _tova_layer(trace, li, plan, budget, kept_l, rng):
+    kept_layer = np.zeros(kept_l.shape[1:], bool)
+    K.tova_layer(SC.tova_layer_scores(trace, li), trace.f32("attn_heads", li), trace.n_prefill, budget, kept_layer)
+    kept_l[:] = kept_layer[None]
+
+
+def _evict(trace, li, plan, budget, kept_l, rng):
+    """The generic evictor (`kernels.evict_heads`) from the plan's scores, update, sinks and recent window."""
+    scores = np.ascontiguousarray(SC.plan_scores(trace, li, plan, rng), dtype=np.float64)
+    budgets = np.full(trace.n_kv_heads, budget, np.int64)
+    K.evict_heads(scores, trace.f32("attn", li), trace.n_prefill, budgets, plan.sinks, plan.recent,
+                  _MODES[plan.update], plan.decode, kept_l)
 
 
 def _prefill_then_append(trace, kept_prefill, kept_l):
@@ -184,38 +161,36 @@ def _prefill_then_append(trace, kept_prefill, kept_l):
     kept_l[:, :, n:] = (pos[None, :] <= (n + np.arange(trace.n_steps))[:, None])[None]
 
 
-def _adakv_layer(trace, li, policy, budget, kept_l):
+def _adakv(trace, li, plan, budget, kept_l, rng):
     """AdaKV: every head keeps the window and its own best ``adakv_capacities`` context positions (the layer's
     H x (budget - window) slots shared out by score, ``floor`` of each head's share guaranteed)."""
-    prm = policy.params
-    h, n = trace.n_kv_heads, trace.n_prefill
-    window = check_window(trace, policy, budget)
-    scores = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])[:, : n - window]
+    h, n, window = trace.n_kv_heads, trace.n_prefill, plan.window
+    scores = SC.plan_scores(trace, li, plan)[:, : n - window]
     keep = np.zeros((h, n), bool)
     keep[:, n - window:] = True
     if n <= budget:
         keep[:] = True
     else:
-        caps = adakv_capacities(scores, budget - window, float(prm["floor"]))
+        caps = adakv_capacities(scores, budget - window, plan.args["floor"])
         order = np.argsort(-scores, axis=1, kind="stable")
         for hh in range(h):
             keep[hh, order[hh, : caps[hh]]] = True
     _prefill_then_append(trace, keep, kept_l)
-    return budget
 
 
 def kvcrush_keep(base_scores, signatures, budget, window, fraction, anchor, rng):
-    """KVCrush for one head's context: the base scores keep ``budget - window - r`` positions (r = round(fraction *
-    (budget - window)), at least 1 and at most budget - window) plus the window; the r representatives come from
-    the positions the base evicts, ordered by the Hamming distance of their signature to ``anchor`` and cut into r equal groups, taking each group's
-    best-scored position. ``base_scores`` float64 [n - window], ``signatures`` bool [n, Q] -> bool [n]."""
+    """KVCrush for one head's context: the base scores keep ``budget - window - r`` positions (r =
+    `kvcrush_representatives`: round(fraction * (budget - window)), at least 1 and at most budget - window) plus
+    the window; the r representatives come from the positions the base evicts, ordered by the Hamming distance of
+    their signature to ``anchor`` and cut into r equal groups, taking each group's best-scored position.
+    ``base_scores`` float64 [n - window], ``signatures`` bool [n, Q] -> bool [n]."""
     n = signatures.shape[0]
     keep = np.zeros(n, bool)
     share = budget - window
     if n <= budget:
         keep[:] = True
         return keep
-    r = min(share, max(1, int(round(fraction * share))))  # share is 0 when the default window fills a budget of 1
+    r = kvcrush_representatives(share, fraction)
     if anchor == "mean":
         ref = signatures[: n - window].mean(axis=0) >= 0.5
     elif anchor == "alternate":
@@ -227,53 +202,55 @@ def kvcrush_keep(base_scores, signatures, budget, window, fraction, anchor, rng)
     return keep
 
 
-def _kvcrush_layer(trace, li, policy, budget, kept_l, rng):
-    prm = policy.params
-    n = trace.n_prefill
-    window = check_window(trace, policy, budget)
-    if prm["base"] == "snapkv":
-        base = SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])
-    elif prm["base"] == "h2o":
-        base = SC.h2o_scores(trace, li)
-    else:
-        base = SC.tova_scores(trace, li)
+def _kvcrush(trace, li, plan, budget, kept_l, rng):
+    n, window = trace.n_prefill, plan.window
+    base = SC.plan_scores(trace, li, plan)
     sig = SC.head_signatures(trace, li)
-    keep = np.stack([kvcrush_keep(base[hh, : n - window], sig, budget, window, float(prm["fraction"]),
-                                  prm["anchor"], rng) for hh in range(trace.n_kv_heads)])
+    keep = np.stack([kvcrush_keep(base[hh, : n - window], sig, budget, window, plan.args["fraction"],
+                                  plan.args["anchor"], rng) for hh in range(trace.n_kv_heads)])
     _prefill_then_append(trace, keep, kept_l)
-    return budget
 
 
-def _select_layer(trace, li, policy, budget, kept_l):
-    name, prm = policy.name, policy.params
-    n = trace.n_prefill
-    g, scaling = trace.group_size, np.float32(trace.scaling)
-    how = SK.AGG_MEAN if trace.gqa == "mean" else SK.AGG_MAX
-    if name == "oracle":
-        K.select_heads(trace.f32("attn", li), n, budget, kept_l)
-    elif name == "tokenselect":  # every query head of the layer votes on one shared selection
-        one = np.zeros(kept_l.shape[1:], bool)
-        SK.softmax_select_head(SC.raw_logits(trace, li), n, scaling, SK.AGG_SUM, budget, one)
-        kept_l[:] = one[None]
-    elif name == "fasa":
-        half = trace.head_dim // 2
-        chunks = SC.fasa_dominant_chunks(trace, li, min(int(prm["chunks"]), half), int(prm["calibration"]))
-        q, tiles = SC.partial_queries_keys(trace, li, np.concatenate([chunks, chunks + half], axis=1))
-        SK.partial_softmax_select_heads(q, tiles, g, n, scaling, how, budget, kept_l)
-    elif name == "hisa":
-        block = int(prm["block"])
-        blocks = int(prm["blocks"]) if prm["blocks"] is not None else max(1, -(-2 * budget // block))
-        q = np.ascontiguousarray(trace.f32("queries", li)[:, n:])
-        SK.hisa_select_heads(q, trace.f32("keys", li), SC.hisa_block_means(trace, li, block), g, n, scaling, block,
-                             blocks, budget, kept_l)
-    elif name == "quest":
-        page = int(prm["page"])
-        if budget < page:
-            raise KVCacheError(f"quest keeps whole pages of {page} tokens; the budget ({budget}) must be at least "
-                               "one page")
-        g = trace.group_size
-        q = trace.f32("queries", li).reshape(trace.n_kv_heads, g, trace.n_tokens, -1)
-        K.quest_heads(SC.quest_page_bounds(q, trace.f32("keys", li), n, page), n, budget, page, kept_l)
+def _oracle(trace, li, plan, budget, kept_l, rng):
+    K.select_heads(trace.f32("attn", li), trace.n_prefill, budget, kept_l)
+
+
+def _tokenselect(trace, li, plan, budget, kept_l, rng):
+    """Every query head of the layer votes on one selection shared by its KV heads."""
+    one = np.zeros(kept_l.shape[1:], bool)
+    SK.softmax_select_head(SC.raw_logits(trace, li), trace.n_prefill, np.float32(trace.scaling), SK.AGG_SUM, budget,
+                           one)
+    kept_l[:] = one[None]
+
+
+def _aggregate(trace):
+    return SK.AGG_MEAN if trace.gqa == "mean" else SK.AGG_MAX
+
+
+def _fasa(trace, li, plan, budget, kept_l, rng):
+    half = trace.head_dim // 2
+    chunks = SC.fasa_dominant_chunks(trace, li, plan.args["chunks"], plan.args["calibration"])
+    q, tiles = SC.partial_queries_keys(trace, li, np.concatenate([chunks, chunks + half], axis=1))
+    SK.partial_softmax_select_heads(q, tiles, trace.group_size, trace.n_prefill, np.float32(trace.scaling),
+                                    _aggregate(trace), budget, kept_l)
+
+
+def _hisa(trace, li, plan, budget, kept_l, rng):
+    n, block = trace.n_prefill, plan.args["block"]
+    q = np.ascontiguousarray(trace.f32("queries", li)[:, n:])
+    SK.hisa_select_heads(q, trace.f32("keys", li), SC.hisa_block_means(trace, li, block), trace.group_size, n,
+                         np.float32(trace.scaling), block, plan.args["blocks"], budget, kept_l)
+
+
+def _quest(trace, li, plan, budget, kept_l, rng):
+    n, page = trace.n_prefill, plan.args["page"]
+    q = trace.f32("queries", li).reshape(trace.n_kv_heads, trace.group_size, trace.n_tokens, -1)
+    K.quest_heads(SC.quest_page_bounds(q, trace.f32("keys", li), n, page), n, budget, page, kept_l)
+
+
+EXECUTORS = {"full": _full, "window": _window, "tova_layer": _tova_layer, "evict": _evict, "adakv": _adakv,
+             "kvcrush": _kvcrush, "oracle": _oracle, "tokenselect": _tokenselect, "fasa": _fasa, "hisa": _hisa,
+             "quest": _quest}
 
 
 def output_errors(trace: KVTrace, li: int, kept_l: np.ndarray, mass: np.ndarray) -> np.ndarray:
@@ -303,29 +280,20 @@ def replay(trace: KVTrace, policy, budget, *, seed: int | None = None, layers=No
     b = t if policy.kind == "full" else resolve_budget(budget, n, t)
     lis = list(range(trace.n_layers)) if layers is None else [trace.layer_index(x) for x in layers]
     h, s = trace.n_kv_heads, trace.n_steps
-    kept = np.zeros((len(lis), h, s, t), bool)
-    layer_budgets = np.zeros(len(lis), np.int64)
-    sinks = 0
     seed = policy.params.get("seed", 0) if seed is None else seed
     use_torch = backends.use_torch(backend, KVCacheError)
+    plan = policy.plan(trace, b, trace.layers[lis])
     if use_torch:
-        from workbench.kvcache.torch_replay import replay_kept
+        from workbench.kvcache.torch_replay import run_plan
 
-        kept, layer_budgets, sinks = replay_kept(trace, policy, b, lis, seed=int(seed))
-    for j, li in enumerate(lis if not use_torch else []):
-        rng = np.random.default_rng([int(seed), int(trace.layers[li])])
-        if policy.kind == "full":
-            kept[j] = (np.arange(t)[None, :] <= (n + np.arange(s))[:, None])[None]
-            layer_budgets[j] = t
-        elif policy.name == "adakv":
-            layer_budgets[j] = _adakv_layer(trace, li, policy, b, kept[j])
-        elif policy.name == "kvcrush":
-            layer_budgets[j] = _kvcrush_layer(trace, li, policy, b, kept[j], rng)
-        elif policy.kind == "eviction":
-            layer_budgets[j], sinks = _evict_layer(trace, li, policy, b, kept[j], rng)
-        else:
-            _select_layer(trace, li, policy, b, kept[j])
-            layer_budgets[j] = b
+        kept = run_plan(trace, plan, lis, seed=int(seed))
+    else:
+        kept = np.zeros((len(lis), h, s, t), bool)
+        run = EXECUTORS[plan.selector]
+        for j, li in enumerate(lis):
+            rng = np.random.default_rng([int(seed), int(trace.layers[li])])
+            run(trace, li, plan, plan.layer_budgets[j], kept[j], rng)
+    layer_budgets = np.asarray(plan.layer_budgets, dtype=np.int64)
     mass = np.zeros((len(lis), h, s), np.float32)
     iou = np.zeros_like(mass)
     n_kept = np.zeros((len(lis), h, s), np.int32)
@@ -338,7 +306,7 @@ def replay(trace: KVTrace, policy, budget, *, seed: int | None = None, layers=No
         err[j] = output_errors(trace, li, kept[j], mass[j])
     return Retention(policy=policy, budget=int(b), layer_budgets=layer_budgets, kept=kept, n_prefill=n,
                      layers=trace.layers[lis].copy(), tokens=trace.tokens, mass=mass, output_error=err, iou=iou,
-                     n_kept=n_kept, sinks=sinks, seconds=time.perf_counter() - t0, model=dict(trace.model))
+                     n_kept=n_kept, sinks=plan.sinks, seconds=time.perf_counter() - t0, model=dict(trace.model))
 
 
 def compare_policies(trace: KVTrace, policies, budget) -> list[dict]:

@@ -58,6 +58,27 @@ def tova_layer_scores(trace: KVTrace, li: int) -> np.ndarray:
     return out
 
 
+def plan_scores(trace: KVTrace, li: int, plan, rng=None) -> np.ndarray:
+    """The starting score of every position that an eviction `Plan` names (``plan.score``; KVCrush's base scores
+    too), shared by both backends: float64 [H, T] (read-only where one ranking is broadcast to every head).
+    ``rng`` (a numpy Generator) draws the "random" scores."""
+    h, t = trace.n_kv_heads, trace.n_tokens
+    score = plan.score
+    if score == "position":
+        return np.broadcast_to(np.arange(t, dtype=np.float64), (h, t))
+    if score == "random":
+        return rng.random((h, t))
+    if score == "h2o":
+        return h2o_scores(trace, li)
+    if score == "tova":
+        return tova_scores(trace, li)
+    if score == "tova_layer":
+        return np.broadcast_to(tova_layer_scores(trace, li), (h, t))
+    if score == "snapkv":
+        return snapkv_scores(trace, li, plan.window, plan.args["kernel"], plan.args["pooling"])
+    raise KVCacheError(f"no scores named {score!r}")
+
+
 def raw_logits(trace: KVTrace, li: int) -> np.ndarray:
     """Unscaled q . k of every decode query against every position (future ones included), per query head:
     float32 [Q, S, T]. One matrix product per KV head (its group's queries stacked)."""

@@ -1,7 +1,9 @@
 """Torch implementation of every KV policy's kept mask: the CUDA path of `replay` and the benchmark's anchor.
 
-`replay(trace, policy, budget, backend="torch")` calls `replay_kept`, and ``backend="auto"`` picks it when a CUDA
-GPU is present (the numba kernels of `kernels` are the CPU path). It is the straightforward torch way of writing
+`replay(trace, policy, budget, backend="torch")` runs the policy's `Plan` (`Policy.plan`, where its parameters are
+checked) through `run_plan` (`replay_kept` does the same from a `Policy`), and ``backend="auto"`` picks it when a
+CUDA GPU is present (the numba kernels of `kernels` are the CPU path). `EXECUTORS` holds one routine per
+``Plan.selector``: this module knows no policy names. It is the straightforward torch way of writing
 the policies: heads and layers batched as tensors, one loop over the decode steps where a policy is sequential
 (the decode-phase evictors: H2O, TOVA, StreamingLLM, window/recency/random with ``phase="decode"``), and
 ``torch.topk`` over all the steps at once where it is not (the selection policies, the one-off prefill
@@ -42,9 +44,8 @@ import numpy as np
 import torch
 
 from workbench.backends import torch_device
-from workbench.errors import KVCacheError
 from workbench.kvcache import scores as SC
-from workbench.kvcache.policies import Policy, adakv_capacities, check_window, pyramid_budgets
+from workbench.kvcache.policy_base import Plan, Policy, adakv_capacities, kvcrush_representatives
 from workbench.kvcache.trace import KVTrace
 
 _INF = float("inf")
@@ -110,45 +111,6 @@ def _prefill_then_append(keep: torch.Tensor, n: int, s: int, t: int) -> torch.Te
 # ----------------------------------------------------------------------------------------------- eviction
 
 
-def _eviction_scores(trace, lis, policy, budget, rng_for):
-    """Initial float64 scores [L, H, T], per-layer budgets, sinks, protected recent count and update mode."""
-    name, prm = policy.name, policy.params
-    h, t = trace.n_kv_heads, trace.n_tokens
-    mode, sinks, recent = None, 0, 1
-    budgets = [budget] * len(lis)
-    if name in ("window", "recency", "streaming_llm"):
-        scores = [np.broadcast_to(np.arange(t, dtype=np.float64), (h, t)) for _ in lis]
-        if name == "streaming_llm":
-            sinks = int(prm["sinks"])
-            if budget <= sinks:
-                raise KVCacheError(f"streaming_llm keeps {sinks} sinks; the budget ({budget}) must be larger")
-    elif name == "random":
-        scores = [rng_for(li).random((h, t)) for li in lis]
-    elif name == "h2o":
-        sinks = int(prm["sinks"])
-        recent = int(prm["recent"]) if prm["recent"] is not None else max(1, budget // 2)
-        if sinks + recent > budget:
-            raise KVCacheError(f"h2o protects {sinks} sinks + {recent} recent tokens, more than the budget {budget}")
-        scores = [SC.h2o_scores(trace, li) for li in lis]
-        mode = "accumulate"
-    elif name == "tova" and prm["heads"] == "layer":  # prefill phase: one ranking shared by the layer's heads
-        scores = [np.broadcast_to(SC.tova_layer_scores(trace, li), (h, t)) for li in lis]
-    elif name == "tova":
-        scores = [SC.tova_scores(trace, li) for li in lis]
-        mode = "last_query"
-    elif name in ("snapkv", "pyramidkv"):
-        window = check_window(trace, policy, budget)
-        scores = [SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"]) for li in lis]
-        recent = window
-        if name == "pyramidkv":
-            budgets = pyramid_budgets(budget, window, int(trace.model.get("n_layers", trace.n_layers)),
-                                      float(prm["beta"]), [trace.layers[li] for li in lis],
-                                      trace.n_prefill)
-    else:  # pragma: no cover - guarded by make_policy
-        raise KVCacheError(f"no evictor for {name}")
-    return np.stack(scores), budgets, sinks, recent, mode
-
-
 def evict_lowest(score: torch.Tensor, in_cache: torch.Tensor, k: int, lo: int, hi: int) -> None:
     """One eviction of every row (in place): drop the ``k`` lowest ``score`` [R, T] (float64) among the cached
     positions of ``in_cache`` [R, T] in [lo, hi), ties to the oldest (the kernels' `_evict_lowest`)."""
@@ -176,7 +138,7 @@ def update_scores(score: torch.Tensor, in_cache: torch.Tensor, attn: torch.Tenso
     return torch.where(in_cache, score + share if mode == "accumulate" else share, score)
 
 
-def _tova_layers(trace, lis, budget, device):
+def _tova_layer(trace, lis, plan, device, rng_for):
     """Layer-wide TOVA at every decode step (the kernels' `tova_layer`): kept [L, H, S, T], one set per layer."""
     n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
     score = torch.from_numpy(np.stack([SC.tova_layer_scores(trace, li) for li in lis])).to(device)   # [L, T]
@@ -188,8 +150,8 @@ def _tova_layers(trace, lis, budget, device):
         share = (a / torch.where(mass <= 0.0, 1.0, mass)).sum(1) / a.shape[1]
         return torch.where(in_cache, share, score)
 
-    kept = _decode_evict(score, n, s, budget, 0, 1, update)
-    return kept[:, None].expand(len(lis), h, s, t).clone(), [budget] * len(lis), 0
+    kept = _decode_evict(score, n, s, plan.budget, 0, 1, update)
+    return kept[:, None].expand(len(lis), h, s, t).clone()
 
 
 def _decode_evict(score, n: int, s: int, budget: int, sinks: int, recent: int, update=None) -> torch.Tensor:
@@ -215,42 +177,49 @@ def _decode_evict(score, n: int, s: int, budget: int, sinks: int, recent: int, u
     return kept
 
 
-def _evict(trace, lis, policy, budget, device, rng_for):
-    """Kept [L, H, S, T] of an eviction policy scored per position (everything but AdaKV and KVCrush)."""
+def _full(trace, lis, plan, device, rng_for):
+    return _causal(trace.n_prefill, trace.n_steps, trace.n_tokens, device).expand(len(lis), trace.n_kv_heads,
+                                                                                  trace.n_steps, trace.n_tokens)
+
+
+def _window(trace, lis, plan, device, rng_for):
+    """The decode-phase sliding window: the last ``budget`` positions at every step."""
+    n, s, t = trace.n_prefill, trace.n_steps, trace.n_tokens
+    p = n + torch.arange(s, device=device)[:, None]
+    pos = torch.arange(t, device=device)[None, :]
+    return ((pos <= p) & (pos > p - plan.budget)).expand(len(lis), trace.n_kv_heads, s, t).clone()
+
+
+def _evict(trace, lis, plan, device, rng_for):
+    """The generic evictor (the kernels' `evict_heads`): kept [L, H, S, T] from the plan's scores
+    (`scores.plan_scores`), update, sinks and recent window."""
     n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
     n_l = len(lis)
-    if policy.name == "tova" and policy.params["heads"] == "layer" and policy.phase == "decode":
-        return _tova_layers(trace, lis, budget, device)
-    if policy.name == "window" and policy.phase == "decode":
-        p = n + torch.arange(s, device=device)[:, None]
-        pos = torch.arange(t, device=device)[None, :]
-        kept = ((pos <= p) & (pos > p - budget)).expand(n_l, h, s, t).clone()
-        return kept, [budget] * n_l, 0
-    scores0, budgets, sinks, recent, mode = _eviction_scores(trace, lis, policy, budget, rng_for)
+    scores0 = np.stack([SC.plan_scores(trace, li, plan, rng_for(li)) for li in lis])
     score = torch.from_numpy(np.ascontiguousarray(scores0, dtype=np.float64)).to(device).reshape(n_l * h, t)
     pos = torch.arange(t, device=device)
+    sinks, recent = plan.sinks, plan.recent
 
-    if policy.phase == "prefill":
+    if not plan.decode:
         # compress the context once to each layer's budget (sinks and the last `recent` positions protected)
-        row_budget = torch.tensor(budgets, device=device).repeat_interleave(h)
+        row_budget = torch.tensor(plan.layer_budgets, device=device).repeat_interleave(h)
         cand = (pos[:n] >= sinks) & (pos[:n] < max(sinks, n - recent))
         evict = top_mask(-score[:, :n], cand.expand(n_l * h, n), (n - row_budget).clamp(min=0))
-        return _prefill_then_append(~evict, n, s, t).reshape(n_l, h, s, t), budgets, sinks
+        return _prefill_then_append(~evict, n, s, t).reshape(n_l, h, s, t)
 
     update = None
-    if mode:
+    if plan.update != "static":
         attn = _layer_stack(trace, "attn", lis, device).reshape(n_l * h, s, t)
 
         def update(score, in_cache, step):
-            return update_scores(score, in_cache, attn[:, step], mode)
+            return update_scores(score, in_cache, attn[:, step], plan.update)
 
-    return _decode_evict(score, n, s, budget, sinks, recent, update).reshape(n_l, h, s, t), budgets, sinks
+    return _decode_evict(score, n, s, plan.budget, sinks, recent, update).reshape(n_l, h, s, t)
 
 
-def _adakv(trace, lis, policy, budget, device):
-    prm = policy.params
+def _adakv(trace, lis, plan, device, rng_for):
     h, n, s, t = trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens
-    window = check_window(trace, policy, budget)
+    budget, window = plan.budget, plan.window
     prefix = n - window
     keep = torch.zeros((len(lis), h, n), dtype=torch.bool, device=device)
     keep[..., prefix:] = True
@@ -258,10 +227,8 @@ def _adakv(trace, lis, policy, budget, device):
     if n <= budget:
         keep[:] = True
     else:
-        scores = torch.from_numpy(np.stack([
-            SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"])[:, :prefix] for li in lis
-        ])).to(device)
-        caps = torch.from_numpy(np.stack([adakv_capacities(sc, share, float(prm["floor"]))
+        scores = torch.from_numpy(np.stack([SC.plan_scores(trace, li, plan)[:, :prefix] for li in lis])).to(device)
+        caps = torch.from_numpy(np.stack([adakv_capacities(sc, share, plan.args["floor"])
                                           for sc in scores.cpu().numpy()])).to(device)          # [L, H]
         order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
         rank = torch.empty_like(order)
@@ -270,35 +237,29 @@ def _adakv(trace, lis, policy, budget, device):
     return _prefill_then_append(keep, n, s, t)
 
 
-def _kvcrush(trace, lis, policy, budget, device, rng_for):
+def _kvcrush(trace, lis, plan, device, rng_for):
     """KVCrush (see `replay.kvcrush_keep`) for all layers and heads at once."""
-    prm = policy.params
     h, n, s, t = trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens
     n_l = len(lis)
-    window = check_window(trace, policy, budget)
+    budget, window = plan.budget, plan.window
     prefix, share = n - window, budget - window
     keep = torch.zeros((n_l, h, n), dtype=torch.bool, device=device)
     keep[..., prefix:] = True
     if n <= budget:
         return _prefill_then_append(torch.ones_like(keep), n, s, t)
-    r = min(share, max(1, int(round(float(prm["fraction"]) * share))))
+    r = kvcrush_representatives(share, plan.args["fraction"])
     base_k = share - r
-    if prm["base"] == "snapkv":
-        base = [SC.snapkv_scores(trace, li, window, int(prm["kernel"]), prm["pooling"]) for li in lis]
-    elif prm["base"] == "h2o":
-        base = [SC.h2o_scores(trace, li) for li in lis]
-    else:
-        base = [SC.tova_scores(trace, li) for li in lis]
-    base = torch.from_numpy(np.stack(base)[..., :prefix]).to(device)               # [L, H, prefix]
+    base = np.stack([SC.plan_scores(trace, li, plan) for li in lis])[..., :prefix]
+    base = torch.from_numpy(base).to(device)                                        # [L, H, prefix]
     order = torch.sort(base, dim=-1, descending=True, stable=True).indices
     keep[..., :prefix].scatter_(-1, order[..., :base_k], True)
     if r == 0:
         return _prefill_then_append(keep, n, s, t)
     sig = torch.from_numpy(np.stack([SC.head_signatures(trace, li) for li in lis])).to(device)  # [L, n, Q]
     q = sig.shape[-1]
-    if prm["anchor"] == "mean":
+    if plan.args["anchor"] == "mean":
         ref = (sig[:, :prefix].double().mean(dim=1) >= 0.5)[:, None, :].expand(n_l, h, q)
-    elif prm["anchor"] == "alternate":
+    elif plan.args["anchor"] == "alternate":
         ref = (torch.arange(q, device=device) % 2).bool().expand(n_l, h, q)
     else:  # one draw per head, in the order the numba path draws them
         gens = [rng_for(li) for li in lis]
@@ -337,7 +298,7 @@ def _select(scores: torch.Tensor, n: int, budget: int) -> torch.Tensor:
     return top_mask(scores, (pos < p).expand(scores.shape), budget - 1) | (pos == p)
 
 
-def _quest(trace, li, budget, page, device) -> torch.Tensor:
+def _quest_layer(trace, li, budget, page, device) -> torch.Tensor:
     """Quest for one layer, all heads and steps at once: kept [H, S, T]."""
     h, n, s, t, d = trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens, trace.head_dim
     queries = _layer_f32(trace, "queries", li, device).reshape(h, trace.group_size, t, d)[:, :, n:]
@@ -410,7 +371,7 @@ def _add_softmax(acc, logits: torch.Tensor, how: str) -> torch.Tensor:
     return acc
 
 
-def _tokenselect_scores(trace, li, device) -> torch.Tensor:
+def _tokenselect_scores(trace, li, plan, device) -> torch.Tensor:
     """TokenSelect's soft votes on ``device``: softmax(q . k) per query head, summed over every head of the layer
     (in order) into one selection: float32 [1, S, T]."""
     acc = None
@@ -419,23 +380,24 @@ def _tokenselect_scores(trace, li, device) -> torch.Tensor:
     return acc[None]
 
 
-def _fasa_scores(trace, li, n_chunks, calibration, device) -> torch.Tensor:
+def _fasa_scores(trace, li, plan, device) -> torch.Tensor:
     """FASA's proxy on ``device`` (only the small dominant-chunk calibration in numpy): float32 [H, S, T],
     the softmax of the partial logits aggregated over each KV head's group (mean or max, per ``trace.gqa``)."""
     half, g = trace.head_dim // 2, trace.group_size
     how = "mean" if trace.gqa == "mean" else "max"
-    chunks = SC.fasa_dominant_chunks(trace, li, min(n_chunks, half), calibration)
+    chunks = SC.fasa_dominant_chunks(trace, li, plan.args["chunks"], plan.args["calibration"])
     dims = np.concatenate([chunks, chunks + half], axis=1)
     out = [_add_softmax(None, logits, how) for logits in _head_logits(trace, li, device, dims)]
     return torch.stack([x.div_(g) for x in out] if how == "mean" else out)
 
 
-def _hisa_scores(trace, li, block, n_blocks, device) -> torch.Tensor:
+def _hisa_scores(trace, li, plan, device) -> torch.Tensor:
     """HISA's scores on ``device``: float32 [H, S, T], the group's max of the scaled logits on the candidate
-    positions (the best ``n_blocks`` complete earlier blocks by their coarse score, ties to the lowest block, plus
+    positions (the best ``blocks`` complete earlier blocks by their coarse score, ties to the lowest block, plus
     the current block onward), -inf elsewhere."""
     g, h, n, s, t, d = (trace.group_size, trace.n_kv_heads, trace.n_prefill, trace.n_steps, trace.n_tokens,
                         trace.head_dim)
+    block, n_blocks = plan.args["block"], plan.args["blocks"]
     nb = t // block
     keys = _layer_f32(trace, "keys", li, device)[:, : nb * block].reshape(h, nb, block, d)
     reps = keys[:, :, 0].clone()                              # numpy's float32 mean: the block summed in order
@@ -454,32 +416,51 @@ def _hisa_scores(trace, li, block, n_blocks, device) -> torch.Tensor:
     return fine.masked_fill_(~cand, -_INF)
 
 
-def _selection(trace, lis, policy, budget, device) -> torch.Tensor:
-    name, prm = policy.name, policy.params
-    n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
-    if name == "quest":
-        page = int(prm["page"])
-        if budget < page:
-            raise KVCacheError(f"quest keeps whole pages of {page} tokens; the budget ({budget}) must be at least "
-                               "one page")
-        return torch.stack([_quest(trace, li, budget, page, device) for li in lis])
-    kept = torch.zeros((len(lis), h, s, t), dtype=torch.bool, device=device)
-    for j, li in enumerate(lis):  # one layer at a time: the [Q, S, T] logits are the large temporaries
-        if name == "oracle":
-            sc = _layer_f32(trace, "attn", li, device)
-        elif name == "tokenselect":  # every query head of the layer votes on one selection shared by all KV heads
-            sc = _tokenselect_scores(trace, li, device)
-        elif name == "fasa":
-            sc = _fasa_scores(trace, li, int(prm["chunks"]), int(prm["calibration"]), device)
-        else:  # hisa
-            block = int(prm["block"])
-            blocks = int(prm["blocks"]) if prm["blocks"] is not None else max(1, -(-2 * budget // block))
-            sc = _hisa_scores(trace, li, block, blocks, device)
-        kept[j] = _select(sc, n, budget)
-    return kept
+def _quest(trace, lis, plan, device, rng_for):
+    return torch.stack([_quest_layer(trace, li, plan.budget, plan.args["page"], device) for li in lis])
+
+
+def _oracle_scores(trace, li, plan, device) -> torch.Tensor:
+    return _layer_f32(trace, "attn", li, device)
+
+
+def _selection(scores_of):
+    """The executor of a selection policy scored by ``scores_of(trace, li, plan, device)`` ([H or 1, S, T]): the
+    current position plus the ``budget - 1`` best earlier scores, one layer at a time (the [Q, S, T] logits are
+    the large temporaries)."""
+
+    def run(trace, lis, plan, device, rng_for):
+        n, s, t, h = trace.n_prefill, trace.n_steps, trace.n_tokens, trace.n_kv_heads
+        kept = torch.zeros((len(lis), h, s, t), dtype=torch.bool, device=device)
+        for j, li in enumerate(lis):
+            kept[j] = _select(scores_of(trace, li, plan, device), n, plan.budget)
+        return kept
+
+    return run
 
 
 # -------------------------------------------------------------------------------------------------- entry
+
+# one routine per `Plan.selector`: (trace, layer indices, plan, device, rng_for) -> kept [L, H, S, T]
+EXECUTORS = {"full": _full, "window": _window, "tova_layer": _tova_layer, "evict": _evict, "adakv": _adakv,
+             "kvcrush": _kvcrush, "quest": _quest, "oracle": _selection(_oracle_scores),
+             "tokenselect": _selection(_tokenselect_scores), "fasa": _selection(_fasa_scores),
+             "hisa": _selection(_hisa_scores)}
+
+
+def run_plan(trace: KVTrace, plan: Plan, layer_indices, *, seed: int = 0, device=None) -> np.ndarray:
+    """Kept mask bool [L, H, S, T] (numpy) of a policy's `Plan` over the trace layers ``layer_indices`` (the plan
+    made for those layers); identical to the numba path. ``device`` defaults to CUDA when available, else CPU."""
+    device = default_device() if device is None else torch.device(device)
+    lis = [int(x) for x in layer_indices]
+    if not lis:
+        return np.zeros((0, trace.n_kv_heads, trace.n_steps, trace.n_tokens), bool)
+
+    def rng_for(li):  # the generator the numba path uses for layer li
+        return np.random.default_rng([int(seed), int(trace.layers[li])])
+
+    kept = EXECUTORS[plan.selector](trace, lis, plan, device, rng_for)
+    return np.ascontiguousarray(kept.cpu().numpy())
 
 
 def replay_kept(trace: KVTrace, policy: Policy, budget: int, layer_indices, *, seed: int = 0, device=None):
@@ -487,29 +468,8 @@ def replay_kept(trace: KVTrace, policy: Policy, budget: int, layer_indices, *, s
     ``policy`` (a filled-in `Policy`) at ``budget`` tokens over the trace layers ``layer_indices``; identical to
     the numba path. ``device`` defaults to CUDA when available, else CPU.
 
-    Raises `KVCacheError` for parameters that leave no room in the budget (as `replay` does)."""
-    device = default_device() if device is None else torch.device(device)
+    Raises `KVCacheError` for parameters that leave no room in the budget (`Policy.plan`, as `replay` does)."""
     lis = [int(x) for x in layer_indices]
-    n, s, t = trace.n_prefill, trace.n_steps, trace.n_tokens
-    budget = int(budget)
-    sinks = 0
-    layer_budgets = [budget] * len(lis)
-
-    def rng_for(li):  # the generator the numba path uses for layer li
-        return np.random.default_rng([int(seed), int(trace.layers[li])])
-
-    if not lis:
-        kept = torch.zeros((0, trace.n_kv_heads, s, t), dtype=torch.bool)
-    elif policy.kind == "full":
-        kept = _causal(n, s, t, device).expand(len(lis), trace.n_kv_heads, s, t)
-        layer_budgets = [t] * len(lis)
-    elif policy.name == "adakv":
-        kept = _adakv(trace, lis, policy, budget, device)
-    elif policy.name == "kvcrush":
-        kept = _kvcrush(trace, lis, policy, budget, device, rng_for)
-    elif policy.kind == "eviction":
-        kept, layer_budgets, sinks = _evict(trace, lis, policy, budget, device, rng_for)
-    else:
-        kept = _selection(trace, lis, policy, budget, device)
-    kept = np.ascontiguousarray(kept.cpu().numpy())
-    return kept, np.asarray(layer_budgets, dtype=np.int64), int(sinks)
+    plan = policy.plan(trace, int(budget), trace.layers[lis])
+    kept = run_plan(trace, plan, lis, seed=seed, device=device)
+    return kept, np.asarray(plan.layer_budgets, dtype=np.int64), int(plan.sinks)

@@ -446,6 +446,43 @@ def test_bad_input_raises_a_helpful_error(call, message):
     assert isinstance(info.value, ValueError)
 
 
+def test_every_policy_name_resolves_to_its_own_class():
+    """One `Policy` subclass per name of `SPECS`, built by `make_policy` or directly, immutable, equal by
+    parameters, and planned by a selector that both backends execute."""
+    import copy
+    import pickle
+
+    from workbench.kvcache import SPECS, Policy
+    from workbench.kvcache.policies import POLICIES
+    from workbench.kvcache.policy_base import SCORES, SELECTORS, UPDATES
+    from workbench.kvcache.replay import EXECUTORS as NUMBA_EXECUTORS
+    from workbench.kvcache.torch_replay import EXECUTORS as TORCH_EXECUTORS
+
+    assert list(SPECS) == list(POLICY_NAMES) == list(POLICIES)
+    classes = [type(make_policy(name)) for name in POLICY_NAMES]
+    assert len(set(classes)) == len(POLICY_NAMES) and Policy not in classes
+    for name, cls in zip(POLICY_NAMES, classes):
+        assert issubclass(cls, Policy) and cls is POLICIES[name]
+        assert cls.name == name and cls.spec is SPECS[name]
+        policy = make_policy(name)
+        assert policy == cls() and hash(policy) == hash(cls()) and policy.params == SPECS[name].defaults
+        assert make_policy(policy) is policy and pickle.loads(pickle.dumps(policy)) == policy
+        assert copy.deepcopy(policy) == policy and eval(repr(policy), {cls.__name__: cls}) == policy
+        with pytest.raises(AttributeError):
+            policy.params = {}
+    h2o = make_policy("h2o", recent=16)
+    assert h2o.params == {"phase": "decode", "recent": 16, "sinks": 0} and h2o.label() == "h2o(recent=16)"
+    assert make_policy(h2o, sinks=2) == P("h2o", recent=16, sinks=2) != h2o
+    assert P("window") != P("recency") and P("snapkv") != P("pyramidkv")   # same parameters, other policies
+    assert set(NUMBA_EXECUTORS) == set(TORCH_EXECUTORS) == set(SELECTORS)
+    trace = SYNTHETIC[0]
+    for policy in ALL_POLICIES:
+        tokens = 8 if policy.name != "quest" else policy.params["page"]
+        plan = policy.plan(trace, tokens, trace.layers)
+        assert plan.selector in SELECTORS and plan.update in UPDATES and plan.score in ("", *SCORES)
+        assert len(plan.layer_budgets) == trace.n_layers
+
+
 def test_difference_of_two_replays_cell_by_cell():
     """`Retention.difference` (the KV lab's difference map) against the two kept masks, cell by cell."""
     from workbench.kvcache.replay import D_BOTH, D_FUTURE, D_NEITHER, D_ONLY_A, D_ONLY_B

@@ -63,6 +63,43 @@ def test_torch_matches_numba_on_tie_heavy_synthetic_traces(policy):
                 _assert_same(trace, pol, budget)
 
 
+REFUSED = [  # (policy, budget, message): parameters that leave no room in the budget, checked by `Policy.plan`
+    (make_policy("streaming_llm"), 4, r"^streaming_llm keeps 4 sinks; the budget \(4\) must be larger$"),
+    (make_policy("streaming_llm", sinks=6), 3, r"^streaming_llm keeps 6 sinks; the budget \(3\) must be larger$"),
+    (make_policy("h2o", sinks=3, recent=4), 6,
+     r"^h2o protects 3 sinks \+ 4 recent tokens, more than the budget 6$"),
+    (make_policy("h2o", sinks=2), 2, r"^h2o protects 2 sinks \+ 1 recent tokens, more than the budget 2$"),
+    (make_policy("quest"), 8, r"^quest keeps whole pages of 16 tokens; the budget \(8\) must be at least one page$"),
+    (make_policy("snapkv", window=4), 4, r"^snapkv window 4 leaves no room in a budget of 4 tokens"),
+    (make_policy("adakv", window=5), 3, r"^adakv window 5 leaves no room in a budget of 3 tokens"),
+]
+
+
+@pytest.mark.parametrize("policy, budget, message", REFUSED, ids=[f"{p.label()}-{b}" for p, b, _ in REFUSED])
+def test_both_backends_refuse_with_the_same_error(policy, budget, message):
+    """The checks live once, in the policy: numba, torch through `replay` and torch's own `replay_kept` raise the
+    same `KVCacheError`, word for word, for every layer selection."""
+    trace = SYNTHETIC[0]
+    messages = []
+    for call in (lambda: replay(trace, policy, budget, backend="numba"),
+                 lambda: replay(trace, policy, budget, backend="torch"),
+                 lambda: replay(trace, policy, budget, layers=[3], backend="torch"),
+                 lambda: replay_kept(trace, policy, budget, range(trace.n_layers), device="cpu")):
+        with pytest.raises(KVCacheError, match=message) as info:
+            call()
+        messages.append(str(info.value))
+    assert len(set(messages)) == 1
+
+
+def test_the_torch_backend_does_not_import_the_numba_one():
+    from tests.workbench.test_layering import import_graph
+
+    graph = import_graph()
+    assert "workbench.kvcache.replay" not in graph["workbench.kvcache.torch_replay"]
+    assert "workbench.kvcache.torch_replay" not in graph["workbench.kvcache.policies"]
+    assert "workbench.kvcache.replay" not in graph["workbench.kvcache.policies"]
+
+
 def test_auto_backend_and_bad_backend():
     trace = SYNTHETIC[1]
     auto = replay(trace, "h2o", 5, metrics=False)  # numba without a GPU, torch with one: the same masks
