@@ -113,7 +113,7 @@ class EvictedText(WorkbenchView):
         self.scores, self.heavy_positions = self._heavy_hitters(li, step, query)
         evicted_at = r.evicted_at(li, self.head)
         heavy = set(self.heavy_positions.tolist())
-        score_name = "H2O score" if uses_replay_scores(r) else "attention received"
+        score_name = "H2O score" if self.trace is not None and uses_replay_scores(self.trace, r) else "attention received"
         out = [STYLE, TEXT_STYLE, '<div class="wb-kv-text">']
         for pos in range(query + 1):
             state = STATE_NAMES[row[pos]]

@@ -1,7 +1,7 @@
 """Heavy hitters: the positions that have received the most attention so far, as a policy scored them.
 
-For an H2O replay the score is H2O's own, exactly as its kernel (`kernels.evict_head`, ``MODE_ACCUMULATE``)
-accumulates it: the attention each context position received during prefill, plus at every decode step the
+For an H2O replay (any policy whose `Plan` accumulates attention) the score is H2O's own, exactly as its kernel
+(`kernels.evict_head`, ``MODE_ACCUMULATE``) accumulates it: the attention each context position received during prefill, plus at every decode step the
 query's attention renormalised over the positions the cache held at that step (the softmax over the kept keys),
 added only to the positions that were kept. The positions H2O evicts are therefore the lowest-scored ones outside
 its sinks and recent window, and a view that marks "heavy hitters" marks what H2O itself ranks highest.
@@ -35,9 +35,11 @@ def _check(trace, retention, layer_index: int, head: int, step: int) -> int:
     return trace.layer_index(int(retention.layers[layer_index]))
 
 
-def uses_replay_scores(retention) -> bool:
-    """True when `attention_received` gives the policy's own decision scores (H2O), not the full-cache attention."""
-    return retention.policy.name == "h2o"
+def uses_replay_scores(trace, retention) -> bool:
+    """True when `attention_received` gives the policy's own decision scores (an evictor whose plan accumulates
+    attention: H2O), not the full-cache attention."""
+    plan = retention.policy.plan(trace, retention.budget, retention.layers)
+    return plan.selector == "evict" and plan.update == "accumulate"
 
 
 def attention_received(trace, retention, layer_index: int, head: int, step: int) -> np.ndarray:
@@ -48,7 +50,7 @@ def attention_received(trace, retention, layer_index: int, head: int, step: int)
     score = np.zeros(trace.n_tokens)
     score[: trace.n_prefill] = trace.prefill_colsum[tli][head]
     attn = trace.f32("attn", tli)[head, : step + 1].astype(np.float64)      # [step + 1, T]
-    if uses_replay_scores(retention):
+    if uses_replay_scores(trace, retention):
         kept = retention.kept[layer_index, head, : step + 1]
         held = np.where(kept, attn, 0.0)
         mass = held.sum(axis=1)

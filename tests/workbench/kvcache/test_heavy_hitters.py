@@ -35,9 +35,9 @@ def test_every_h2o_eviction_takes_the_lowest_of_these_scores(kv_trace, h2o):
 
 
 def test_h2o_uses_its_renormalised_scores_and_other_policies_the_raw_attention(kv_trace, h2o):
-    assert uses_replay_scores(h2o)
+    assert uses_replay_scores(kv_trace, h2o)
     raw = replay(kv_trace, "snapkv", h2o.budget, layers=[3, 15], metrics=False)
-    assert not uses_replay_scores(raw)
+    assert not uses_replay_scores(kv_trace, raw)
     step = h2o.n_steps - 1
     tli = kv_trace.layer_index(15)
     received = kv_trace.prefill_colsum[tli][0].astype(np.float64)
