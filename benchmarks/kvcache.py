@@ -66,7 +66,7 @@ def _text_with_tokens(runner, text: str, n_tokens: int) -> str:
 def bench_trace(n_tokens: int, steps: int):
     """The cached benchmark trace (captured and saved on first use); returns (trace, capture seconds or None)."""
     from workbench.data import load_corpus
-    from workbench.kvcache import KVTrace, capture, default_runner
+    from workbench.kvcache import KVTrace, capture, default_capture_runner
     from workbench.paths import cache_dir
 
     folder = cache_dir() / "kvcache_bench"
@@ -77,7 +77,7 @@ def bench_trace(n_tokens: int, steps: int):
             return trace, None
         path.unlink()  # saved before traces carried attn_heads (the layer-wide TOVA needs them): capture again
     folder.mkdir(parents=True, exist_ok=True)
-    runner = default_runner()
+    runner = default_capture_runner()
     text = _text_with_tokens(runner, load_corpus("prose_en").paths[0].read_text(encoding="utf-8"), n_tokens)
     t = time.perf_counter()
     trace = capture(text, runner, prefill=n_tokens - steps)

@@ -2,7 +2,7 @@
 (`replay` -> `Retention`), and measure quality with the real model (`evaluate` -> `Quality`, `passkey_probe`)."""
 
 from workbench.kvcache.capture import capture, capture_ids
-from workbench.kvcache.capture_runner import ModelRunner, default_runner
+from workbench.kvcache.capture_runner import CaptureRunner, default_capture_runner
 from workbench.kvcache.evaluate import (
     PasskeyResult,
     Quality,
@@ -24,6 +24,6 @@ from workbench.kvcache.trace import KVTrace, model_signature
 
 __all__ = [
     "POLICY_NAMES", "SPECS", "KVTrace", "PasskeyResult", "Quality", "QualitySweep", "capture_ids", "evaluate",
-    "passkey_probe", "quality_sweep", "ModelRunner", "Policy", "Retention", "capture", "compare_policies",
-    "default_runner", "describe_policy", "make_policy", "model_signature", "replay", "resolve_budget",
+    "passkey_probe", "quality_sweep", "CaptureRunner", "Policy", "Retention", "capture", "compare_policies",
+    "default_capture_runner", "describe_policy", "make_policy", "model_signature", "replay", "resolve_budget",
 ]

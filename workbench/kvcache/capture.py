@@ -14,14 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from workbench.errors import KVCacheError
-from workbench.kvcache.capture_runner import ModelRunner, default_runner
+from workbench.kvcache.capture_runner import CaptureRunner, default_capture_runner
 from workbench.kvcache.trace import KVTrace, model_signature
 
 
-def runner_for(model=None, tokenizer=None) -> ModelRunner:
-    if isinstance(model, ModelRunner):
+def runner_for(model=None, tokenizer=None) -> CaptureRunner:
+    if isinstance(model, CaptureRunner):
         return model
-    return default_runner() if model is None else ModelRunner(model, tokenizer)
+    return default_capture_runner() if model is None else CaptureRunner(model, tokenizer)
 
 
 def split_prefill(n_tokens: int, decode_steps: int | None, prefill: int | None) -> int:
@@ -43,7 +43,7 @@ def split_prefill(n_tokens: int, decode_steps: int | None, prefill: int | None) 
 def capture(text: str, model=None, *, tokenizer=None, layers: Sequence[int] | None = None,
             decode_steps: int | None = None, prefill: int | None = None, generate: int = 0, gqa: str = "mean",
             obs_window: int = 64, attn_dtype: str = "float16") -> KVTrace:
-    """Capture a `KVTrace` of ``text`` through ``model`` (default SmolLM2-135M-Instruct; or a `ModelRunner`).
+    """Capture a `KVTrace` of ``text`` through ``model`` (default SmolLM2-135M-Instruct; or a `CaptureRunner`).
 
     The last ``decode_steps`` tokens (default 32) are decode steps, or give ``prefill`` (number of context tokens).
     ``generate=N`` first appends N greedily generated tokens and makes them the decode steps. ``gqa`` aggregates

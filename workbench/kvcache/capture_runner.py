@@ -1,4 +1,4 @@
-"""`ModelRunner`: run a Hugging Face causal LM with the attention computed by the workbench.
+"""`CaptureRunner`: run a Hugging Face causal LM with the attention computed by the workbench.
 
 It routes every attention layer through one function registered with transformers' attention interface, so the
 same code works for any model that uses it (Llama, Mistral, Qwen2, Gemma ... with the default SmolLM2 as the
@@ -14,7 +14,7 @@ speculative-decoding lab uses for cached incremental and tree decoding.
 
 Example::
 
-    runner = ModelRunner()                       # the default SmolLM2-135M-Instruct
+    runner = CaptureRunner()                     # the default SmolLM2-135M-Instruct
     ids = runner.encode("Paris is the capital of")
     runner.logits(ids).shape                     # (6, 49152)
 """
@@ -49,7 +49,7 @@ def _register() -> None:
 def _dispatch(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     hook = getattr(_STATE, "hook", None)
     if hook is None:
-        raise KVCacheError("the workbench attention function was called outside ModelRunner")
+        raise KVCacheError("the workbench attention function was called outside CaptureRunner")
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     return hook(int(module.layer_idx), query, key, value, float(scaling)), None
@@ -91,7 +91,7 @@ def masked_attention(query, key, value, scaling: float, allowed=None, chunk: int
     return out.to(query.dtype).transpose(0, 1).unsqueeze(0)
 
 
-class ModelRunner(BaseRunner):
+class CaptureRunner(BaseRunner):
     """The shared `workbench.models.runner.ModelRunner` plus the KV lab's hooked attention: capture (see the module
     docstring) and masked teacher-forced passes. Bad input raises `KVCacheError` here.
 
@@ -221,8 +221,8 @@ class ModelRunner(BaseRunner):
         return arr
 
 
-def default_runner() -> ModelRunner:
+def default_capture_runner() -> CaptureRunner:
     """One shared capture runner over the shared default model."""
-    if not hasattr(default_runner, "_runner"):
-        default_runner._runner = ModelRunner()
-    return default_runner._runner
+    if not hasattr(default_capture_runner, "_runner"):
+        default_capture_runner._runner = CaptureRunner()
+    return default_capture_runner._runner

@@ -2,7 +2,7 @@
 cache, memory kept, and a passkey-retrieval probe.
 
 The policy's decisions are replayed on a full-cache capture of the same text (`replay`), then the model runs once
-more with exactly those cache contents (`ModelRunner.logits(keep=...)`, equal to decoding token by token with
+more with exactly those cache contents (`CaptureRunner.logits(keep=...)`, equal to decoding token by token with
 that evicted cache). Query-agnostic eviction policies (window, StreamingLLM, SnapKV ...) decide from what the
 capture saw up to each step, so their decisions are exact; score-accumulating ones (H2O, TOVA) and query-aware
 selection use the full-cache attention and queries of the capture for their scores, the usual replay
@@ -67,7 +67,7 @@ class Quality:
 
 
 def keep_masks(retention: Retention) -> dict[int, np.ndarray]:
-    """Model layer -> kept mask [H, S, T] of a retention, for `ModelRunner.logits(keep=...)`."""
+    """Model layer -> kept mask [H, S, T] of a retention, for `CaptureRunner.logits(keep=...)`."""
     return {int(layer): retention.kept[j] for j, layer in enumerate(retention.layers)}
 
 
@@ -212,9 +212,9 @@ def quality_sweep(text: str | None, policies: Sequence, budgets: Sequence, *, mo
 
 def _sweep_point(trace: KVTrace, policy, budget) -> Quality:
     """One (policy, budget) point of a sweep on a Dask worker, with the worker's own default model."""
-    from workbench.kvcache.capture_runner import default_runner
+    from workbench.kvcache.capture_runner import default_capture_runner
 
-    return _quality(default_runner(), trace, replay(trace, policy, budget, metrics=False))
+    return _quality(default_capture_runner(), trace, replay(trace, policy, budget, metrics=False))
 
 
 def _sweep_on_cluster(client, trace: KVTrace, points, report: Reporter) -> list[Quality]:

@@ -11,8 +11,8 @@ compression). `benchmarks/kvcache.py` times it against the numba kernels.
 
 The masks are identical to the numba path (the tests check every policy), with the same conventions
 (`kernels`' module docstring): eviction drops the lowest score among unprotected cached positions, ties to the
-oldest (``argmin`` returns the first minimum; k at once through `top_mask`); selection keeps the current
-position plus the ``budget - 1`` best earlier scores, ties to the oldest (`top_mask`: ``torch.topk`` gives the
+oldest (``argmin`` returns the first minimum; k at once through `valid_top_mask`); selection keeps the current
+position plus the ``budget - 1`` best earlier scores, ties to the oldest (`valid_top_mask`: ``torch.topk`` gives the
 k-th value, then ties at that threshold are taken in position order). Scores are float64 where the kernels use
 float64. The eviction policies' scores come from the numpy helpers of `scores` (shared by both backends). The
 query-aware selection scores are computed here, on ``device``, one layer at a time: Quest's page bounds,
@@ -51,11 +51,7 @@ from workbench.kvcache.trace import KVTrace
 _INF = float("inf")
 
 
-def default_device() -> torch.device:
-    return torch_device()
-
-
-def top_mask(x: torch.Tensor, valid: torch.Tensor, k) -> torch.Tensor:
+def valid_top_mask(x: torch.Tensor, valid: torch.Tensor, k) -> torch.Tensor:
     """bool mask of the ``k`` largest ``valid`` entries of ``x`` along the last dimension, ties to the lowest
     index; every valid entry when there are at most ``k``. ``k`` is an int or an int64 tensor of ``x.shape[:-1]``
     (one k per row; k <= 0 selects nothing). ``x`` must hold no NaN."""
@@ -126,7 +122,7 @@ def evict_lowest(score: torch.Tensor, in_cache: torch.Tensor, k: int, lo: int, h
         drop = torch.where(cand.any(-1), drop, t - 1)                   # the kernel's index -1 when none is evictable
         in_cache.scatter_(1, drop[:, None], False)
     elif k > 1:
-        in_cache &= ~top_mask(-score, cand, k)
+        in_cache &= ~valid_top_mask(-score, cand, k)
 
 
 def update_scores(score: torch.Tensor, in_cache: torch.Tensor, attn: torch.Tensor, mode: str) -> torch.Tensor:
@@ -204,7 +200,7 @@ def _evict(trace, lis, plan, device, rng_for):
         # compress the context once to each layer's budget (sinks and the last `recent` positions protected)
         row_budget = torch.tensor(plan.layer_budgets, device=device).repeat_interleave(h)
         cand = (pos[:n] >= sinks) & (pos[:n] < max(sinks, n - recent))
-        evict = top_mask(-score[:, :n], cand.expand(n_l * h, n), (n - row_budget).clamp(min=0))
+        evict = valid_top_mask(-score[:, :n], cand.expand(n_l * h, n), (n - row_budget).clamp(min=0))
         return _prefill_then_append(~evict, n, s, t).reshape(n_l, h, s, t)
 
     update = None
@@ -295,7 +291,7 @@ def _select(scores: torch.Tensor, n: int, budget: int) -> torch.Tensor:
     s, t = scores.shape[-2:]
     p = n + torch.arange(s, device=scores.device)[:, None]
     pos = torch.arange(t, device=scores.device)[None, :]
-    return top_mask(scores, (pos < p).expand(scores.shape), budget - 1) | (pos == p)
+    return valid_top_mask(scores, (pos < p).expand(scores.shape), budget - 1) | (pos == p)
 
 
 def _quest_layer(trace, li, budget, page, device) -> torch.Tensor:
@@ -320,7 +316,7 @@ def _quest_layer(trace, li, budget, page, device) -> torch.Tensor:
         for c in range(d):
             bound += torch.maximum(qd[c] * lo[c], qd[c] * hi[c])
         best = bound.amax(1)                                                        # [H, S, P]
-        chosen = top_mask(best, (torch.arange(n_full, device=device)[None, :] < cur).expand_as(best), n_pages - 1)
+        chosen = valid_top_mask(best, (torch.arange(n_full, device=device)[None, :] < cur).expand_as(best), n_pages - 1)
         kept[..., : n_full * page] |= chosen.repeat_interleave(page, dim=-1)
     return kept | ((pos <= p) & (p + 1 <= budget))
 
@@ -409,7 +405,7 @@ def _hisa_scores(trace, li, plan, device) -> torch.Tensor:
     coarse = coarse.reshape(h, g, s, nb).amax(1)                                      # [H, S, B]
     cur = (n + torch.arange(s, device=device)) // block                               # [S]
     earlier = torch.arange(nb, device=device)[None, :] < cur[:, None]                  # complete earlier blocks
-    chosen = top_mask(coarse, earlier.expand(h, s, nb), n_blocks)                     # [H, S, B]
+    chosen = valid_top_mask(coarse, earlier.expand(h, s, nb), n_blocks)                     # [H, S, B]
     cand = (torch.arange(t, device=device)[None, :] >= (cur * block)[:, None]).expand(h, s, t).clone()
     cand[..., : nb * block] |= chosen.repeat_interleave(block, dim=-1)
     fine = torch.stack([logits.amax(0) for logits in _head_logits(trace, li, device)])  # [H, S, T]
@@ -451,7 +447,7 @@ EXECUTORS = {"full": _full, "window": _window, "tova_layer": _tova_layer, "evict
 def run_plan(trace: KVTrace, plan: Plan, layer_indices, *, seed: int = 0, device=None) -> np.ndarray:
     """Kept mask bool [L, H, S, T] (numpy) of a policy's `Plan` over the trace layers ``layer_indices`` (the plan
     made for those layers); identical to the numba path. ``device`` defaults to CUDA when available, else CPU."""
-    device = default_device() if device is None else torch.device(device)
+    device = torch_device(device)
     lis = [int(x) for x in layer_indices]
     if not lis:
         return np.zeros((0, trace.n_kv_heads, trace.n_steps, trace.n_tokens), bool)

@@ -52,10 +52,6 @@ from workbench.routing.result import ROUTER_NAMES, Routing, as_logits
 _INF = float("inf")
 
 
-def default_device() -> torch.device:
-    return torch_device()
-
-
 # --------------------------------------------------------------------------------------------------- helpers
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from workbench.errors import KVCacheError, TraceMismatchError
-from workbench.kvcache import KVTrace, ModelRunner, capture, capture_ids, default_runner
+from workbench.kvcache import CaptureRunner, KVTrace, capture, capture_ids, default_capture_runner
 
 pytestmark = pytest.mark.model
 
@@ -66,7 +66,7 @@ def test_capture_matches_the_models_own_attention_and_cache(default_model, gqa):
 
 def test_runner_logits_equal_the_model_and_keep_all_is_a_no_op(default_model, kv_trace):
     model, _ = default_model
-    runner = default_runner()
+    runner = default_capture_runner()
     ids = kv_trace.token_ids[:80].astype(np.int64)
     with torch.no_grad():
         ref = model(torch.as_tensor(ids[None])).logits[0].numpy()
@@ -82,7 +82,7 @@ def test_masked_pass_equals_incremental_decoding_with_an_evicted_cache(default_m
     from transformers import DynamicCache
 
     model, _ = default_model
-    runner = default_runner()
+    runner = default_capture_runner()
     ids = kv_trace.token_ids[:90].astype(np.int64)
     n_pre = 70
     kept_ctx = np.r_[0:4, 50:70]
@@ -193,7 +193,7 @@ def _tiny(arch: str):
 def test_any_local_causal_lm_works_and_too_long_texts_are_refused(default_model, arch):
     _, tok = default_model
     tiny = _tiny(arch)
-    runner = ModelRunner(tiny, tok)
+    runner = CaptureRunner(tiny, tok)
     text = "A short sentence about cats and dogs and birds."
     tr = capture(text, runner, decode_steps=3)
     assert tr.keys.shape[:2] == (2, 2) and tr.queries.shape[1] == 4
@@ -205,4 +205,4 @@ def test_any_local_causal_lm_works_and_too_long_texts_are_refused(default_model,
     with pytest.raises(TraceMismatchError, match="captured from"):
         tr.check_model(default_model[0])
     with pytest.raises(KVCacheError, match="tokenizer"):
-        ModelRunner(tiny)
+        CaptureRunner(tiny)

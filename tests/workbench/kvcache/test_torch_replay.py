@@ -13,7 +13,7 @@ from workbench.errors import KVCacheError
 from workbench.kvcache import POLICY_NAMES, make_policy, replay
 from workbench.kvcache import scores as SC
 from workbench.kvcache.policies import resolve_budget
-from workbench.kvcache.torch_replay import replay_kept, top_mask
+from workbench.kvcache.torch_replay import replay_kept, valid_top_mask
 
 REAL_LAYERS = [0, 14, 29]
 REAL_POLICIES = [make_policy(n) for n in POLICY_NAMES] + [
@@ -150,10 +150,10 @@ def test_query_aware_scores_are_computed_in_torch_on_the_device(monkeypatch, pol
 def test_top_mask_takes_ties_in_position_order(k):
     x = torch.tensor([[1.0, 3.0, 3.0, -np.inf, 3.0, 2.0, 2.0, 0.0]])
     valid = torch.tensor([[True, True, True, True, False, True, True, True]])
-    got = top_mask(x, valid, k)[0].tolist()
+    got = valid_top_mask(x, valid, k)[0].tolist()
     order = sorted((i for i in range(8) if valid[0, i]), key=lambda i: (-x[0, i].item(), i))
     assert got == [i in order[:k] for i in range(8)]
-    per_row = top_mask(x.expand(2, 8), valid.expand(2, 8), torch.tensor([k, 0]))
+    per_row = valid_top_mask(x.expand(2, 8), valid.expand(2, 8), torch.tensor([k, 0]))
     assert per_row[0].tolist() == got and not per_row[1].any()
 
 
