@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from workbench.tokenization.hashtables import EMPTY, bytes_slot, capacity_for, hash_bytes, int_slot
+from workbench.tokenization.heap import pop, sift_up
 
 KEY_STRIDE = 1 << 22  # pair key = left * KEY_STRIDE + right; vocabularies up to 4M tokens
 NO_MERGE = np.iinfo(np.int64).max
@@ -91,56 +92,38 @@ def _bpe_short(sym, n, keys, prio, merged, p, m):
     return n
 
 
-@njit(cache=True, inline="always")
-def _less(hp, hpos, a, b):
+# -- merge queue of long pieces (heap.py): lowest (priority, position) first --------------------------------------
+@njit(inline="always")
+def _first(cols, ctx, a, b):
+    """Entries ``(priority, position, left, right)``: the pair at ``position`` was ``(left, right)`` when pushed (a
+    popped entry whose pair has changed since is stale)."""
+    hp, hpos = cols[0], cols[1]
     return hp[a] < hp[b] or (hp[a] == hp[b] and hpos[a] < hpos[b])
 
 
-@njit(cache=True)
+@njit(inline="always")
+def _swap(cols, i, j):
+    hp, hpos, hl, hr = cols
+    hp[i], hp[j] = hp[j], hp[i]
+    hpos[i], hpos[j] = hpos[j], hpos[i]
+    hl[i], hl[j] = hl[j], hl[i]
+    hr[i], hr[j] = hr[j], hr[i]
+
+
+@njit(cache=True, _nrt=False)
 def _heap_push(hp, hpos, hl, hr, size, prio, pos, left, right):
-    i = size
-    hp[i] = prio
-    hpos[i] = pos
-    hl[i] = left
-    hr[i] = right
-    while i > 0:
-        parent = (i - 1) >> 1
-        if _less(hp, hpos, i, parent):
-            hp[i], hp[parent] = hp[parent], hp[i]
-            hpos[i], hpos[parent] = hpos[parent], hpos[i]
-            hl[i], hl[parent] = hl[parent], hl[i]
-            hr[i], hr[parent] = hr[parent], hr[i]
-            i = parent
-        else:
-            break
+    hp[size] = prio
+    hpos[size] = pos
+    hl[size] = left
+    hr[size] = right
+    sift_up((hp, hpos, hl, hr), 0, _first, _swap, size)
     return size + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _heap_pop(hp, hpos, hl, hr, size):
     """Move the minimum to index ``size - 1`` and restore the heap on ``[0, size - 1)``; returns the new size."""
-    last = size - 1
-    hp[0], hp[last] = hp[last], hp[0]
-    hpos[0], hpos[last] = hpos[last], hpos[0]
-    hl[0], hl[last] = hl[last], hl[0]
-    hr[0], hr[last] = hr[last], hr[0]
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= last:
-            break
-        child = left
-        if left + 1 < last and _less(hp, hpos, left + 1, left):
-            child = left + 1
-        if _less(hp, hpos, child, i):
-            hp[i], hp[child] = hp[child], hp[i]
-            hpos[i], hpos[child] = hpos[child], hpos[i]
-            hl[i], hl[child] = hl[child], hl[i]
-            hr[i], hr[child] = hr[child], hr[i]
-            i = child
-        else:
-            break
-    return last
+    return pop((hp, hpos, hl, hr), 0, _first, _swap, size)
 
 
 @njit(cache=True)

@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit
 
 from workbench.tokenization.hashtables import EMPTY, int_slot
+from workbench.tokenization.heap import pop, sift_up
 
 KEY_SHIFT = 32
 
@@ -210,47 +211,34 @@ def replay_merges(sym, w_start, w_len, w_count, m_left, m_right, m_new):
 
 
 # -- the separation oracle ----------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(inline="always")
+def _first(cols, ctx, i, j):
+    """Highest score first; equal scores in whatever order the heap leaves them (the oracle has no tie-break)."""
+    hp = cols[0]
+    return hp[i] > hp[j]
+
+
+@njit(inline="always")
+def _swap(cols, i, j):
+    hp, hid, hver = cols
+    hp[i], hp[j] = hp[j], hp[i]
+    hid[i], hid[j] = hid[j], hid[i]
+    hver[i], hver[j] = hver[j], hver[i]
+
+
+@njit(cache=True, _nrt=False)
 def _heap_push(hp, hid, hver, size, prio, pid, ver):
-    i = size
-    hp[i] = prio
-    hid[i] = pid
-    hver[i] = ver
-    while i > 0:
-        parent = (i - 1) >> 1
-        if hp[parent] < hp[i]:
-            hp[i], hp[parent] = hp[parent], hp[i]
-            hid[i], hid[parent] = hid[parent], hid[i]
-            hver[i], hver[parent] = hver[parent], hver[i]
-            i = parent
-        else:
-            break
+    hp[size] = prio
+    hid[size] = pid
+    hver[size] = ver
+    sift_up((hp, hid, hver), 0, _first, _swap, size)
     return size + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _heap_pop(hp, hid, hver, size):
     """Remove the top entry (the caller has read it); returns the new size."""
-    size -= 1
-    hp[0] = hp[size]
-    hid[0] = hid[size]
-    hver[0] = hver[size]
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            break
-        child = left
-        if left + 1 < size and hp[left + 1] > hp[left]:
-            child = left + 1
-        if hp[child] > hp[i]:
-            hp[i], hp[child] = hp[child], hp[i]
-            hid[i], hid[child] = hid[child], hid[i]
-            hver[i], hver[child] = hver[child], hver[i]
-            i = child
-        else:
-            break
-    return size
+    return pop((hp, hid, hver), 0, _first, _swap, size)
 
 
 @njit(cache=True)

@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from workbench.tokenization.hashtables import EMPTY, bytes_equal, bytes_slot, hash_bytes, int_slot
+from workbench.tokenization.heap import pop, sift_up
 
 PAIR_STRIDE = 1 << 22
 
@@ -105,10 +106,13 @@ def _rehash_pairs(pa, pb, n_pairs, capacity):
     return keys, vals
 
 
-# -- heap: max by count, then min by (left, right) ----------------------------------------------------------------
-@njit(cache=True, inline="always")
-def _before(h_count, h_pair, pa, pb, i, j):
-    """Entry i pops before entry j."""
+# -- pair queue (heap.py): highest count first, then lowest (left id, right id) -----------------------------------
+@njit(inline="always")
+def _first(cols, ctx, i, j):
+    """Entry i pops before entry j. Entries ``(count, pair id, head of its word list)``; ``ctx``: the pair tables
+    ``(pa, pb)``."""
+    h_count, h_pair = cols[0], cols[1]
+    pa, pb = ctx
     if h_count[i] != h_count[j]:
         return h_count[i] > h_count[j]
     pi = h_pair[i]
@@ -118,39 +122,23 @@ def _before(h_count, h_pair, pa, pb, i, j):
     return pb[pi] < pb[pj]
 
 
-@njit(cache=True)
-def _swap(h_count, h_pair, h_pos, i, j):
+@njit(inline="always")
+def _swap(cols, i, j):
+    h_count, h_pair, h_pos = cols
     h_count[i], h_count[j] = h_count[j], h_count[i]
     h_pair[i], h_pair[j] = h_pair[j], h_pair[i]
     h_pos[i], h_pos[j] = h_pos[j], h_pos[i]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _sift_up(h_count, h_pair, h_pos, pa, pb, i):
-    while i > 0:
-        parent = (i - 1) >> 1
-        if _before(h_count, h_pair, pa, pb, i, parent):
-            _swap(h_count, h_pair, h_pos, i, parent)
-            i = parent
-        else:
-            break
+    sift_up((h_count, h_pair, h_pos), (pa, pb), _first, _swap, i)
 
 
-@njit(cache=True)
-def _sift_down(h_count, h_pair, h_pos, pa, pb, size):
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            break
-        child = left
-        if left + 1 < size and _before(h_count, h_pair, pa, pb, left + 1, left):
-            child = left + 1
-        if _before(h_count, h_pair, pa, pb, child, i):
-            _swap(h_count, h_pair, h_pos, i, child)
-            i = child
-        else:
-            break
+@njit(cache=True, _nrt=False)
+def _pop(h_count, h_pair, h_pos, pa, pb, size):
+    """Move the top entry to index ``size - 1`` and restore the heap on ``[0, size - 1)``; returns ``size - 1``."""
+    return pop((h_count, h_pair, h_pos), (pa, pb), _first, _swap, size)
 
 
 # -- the trainer state --------------------------------------------------------------------------------------------
@@ -264,9 +252,7 @@ def merge_steps(sym, w_start, w_len, w_count, w_mark,
         top_count = h_count[0]
         top_pair = h_pair[0]
         top_pos = h_pos[0]
-        _swap(h_count, h_pair, h_pos, 0, size - 1)
-        size -= 1
-        _sift_down(h_count, h_pair, h_pos, pa, pb, size)
+        size = _pop(h_count, h_pair, h_pos, pa, pb, size)
         st[ST_HEAP] = size
         current = pcount[top_pair]
         if top_count != current:  # stale: push back with the current count (HF does this even for 0)
