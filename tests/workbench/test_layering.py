@@ -123,3 +123,30 @@ def test_widgets_hold_no_numerical_kernels():
     for path in (ROOT / "widgets").rglob("*.py"):
         offenders += [(path.name, m) for m, _ in _imports(path) if m.split(".")[0] in ("numba", "scipy")]
     assert not offenders, offenders
+
+
+# -- one name, one meaning ----------------------------------------------------------------------------------------
+#: Names several modules define on purpose, with one meaning: each module's own warm-up (compile its kernels).
+SHARED_NAMES = {"warm_up"}
+
+
+def public_definitions() -> dict[str, list[str]]:
+    """Public top-level functions and classes of ``workbench`` -> the modules defining them. Kernel modules
+    (``*kernels.py``) and the torch backends (``torch_*.py``) are left out: their functions are the executors of the
+    public ones, of the same names and meanings; so are the CLI modules' command handlers."""
+    out: dict[str, list[str]] = {}
+    for name, path in _modules().items():
+        if not name.startswith("workbench.") or path.name.endswith("kernels.py") or path.name.startswith(
+                ("torch_", "cli")):
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_"):
+                out.setdefault(node.name, []).append(name)
+    return out
+
+
+def test_no_two_public_functions_share_a_name():
+    defs = public_definitions()
+    assert len(defs) > 300
+    twice = {k: v for k, v in defs.items() if len(v) > 1 and k not in SHARED_NAMES}
+    assert not twice, twice

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from workbench.tokenization.hashtables import EMPTY, bytes_slot, capacity_for, hash_bytes, int_slot
+from workbench.tokenization.hashtables import EMPTY, bytes_slot, hash_bytes, int_slot, table_capacity
 from workbench.tokenization.heap import pop, sift_up
 
 KEY_STRIDE = 1 << 22  # pair key = left * KEY_STRIDE + right; vocabularies up to 4M tokens
@@ -31,7 +31,7 @@ CACHE_MAX_PIECE = 256
 
 def build_merge_table(left: np.ndarray, right: np.ndarray, priority: np.ndarray, merged: np.ndarray):
     """``(keys, priorities, merged_ids)`` hash table of the pairs; a repeated pair keeps its lowest priority."""
-    cap = capacity_for(len(left))
+    cap = table_capacity(len(left))
     return _build_merge_table(left.astype(np.int64), right.astype(np.int64), priority.astype(np.int64),
                               merged.astype(np.int64), cap)
 

@@ -22,7 +22,7 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 _S33 = np.uint64(33)
 
 
-def capacity_for(n_items: int, load: float = 0.5) -> int:
+def table_capacity(n_items: int, load: float = 0.5) -> int:
     """Smallest power of two holding ``n_items`` at the given load factor (at least 16)."""
     cap = 16
     while cap * load < n_items:
@@ -53,7 +53,7 @@ def hash_bytes(data, start, end):
 
 def int_table(capacity: int) -> tuple[np.ndarray, np.ndarray]:
     """Empty int64 -> int64 table: ``(keys, values)``; ``capacity`` is rounded up to a power of two."""
-    cap = capacity_for(capacity, 1.0)
+    cap = table_capacity(capacity, 1.0)
     return np.full(cap, EMPTY, np.int64), np.zeros(cap, np.int64)
 
 

@@ -50,9 +50,9 @@ from workbench.tokenization.hashtables import (
     _FNV_PRIME,
     build_bytes_table,
     bytes_slot,
-    capacity_for,
     hash_bytes,
     mix64,
+    table_capacity,
 )
 from workbench.tokenization.pretokenize import split_bytes
 from workbench.tokenization.tokenizer import Tokenizer, _utf8
@@ -131,7 +131,7 @@ def vocab_index(tokenizer: Tokenizer) -> VocabIndex:
         all_off = np.concatenate([offsets, offsets[owner[proper]]])
         all_len = np.concatenate([lengths, cut[proper]])
         p_hash, p_off, p_len, p_val = build_bytes_table(tokenizer._arena, all_off, all_len,
-                                                        capacity_for(len(all_off)))
+                                                        table_capacity(len(all_off)))
         p_tok = np.where((p_val >= 0) & (p_val < len(ids)), ids[np.clip(p_val, 0, max(len(ids) - 1, 0))], -1)
         index = VocabIndex(p_hash, p_off, p_len, p_tok.astype(np.int64), tokenizer._arena, token_ranks(tokenizer),
                            int(lengths.max()) if len(lengths) else 1)

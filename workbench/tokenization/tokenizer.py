@@ -17,7 +17,7 @@ import regex
 
 from workbench.errors import TokenizerError, TokenizerFileError
 from workbench.tokenization import encoder as K
-from workbench.tokenization.hashtables import build_bytes_table, capacity_for
+from workbench.tokenization.hashtables import build_bytes_table, table_capacity
 from workbench.tokenization.pretokenize import check_pretokenizer, split_bytes
 
 SEMANTICS = ("merges", "ranks")
@@ -157,7 +157,7 @@ class Tokenizer:
         self._mt_keys, self._mt_prio, self._mt_merged = K.build_merge_table(m[:, 0], m[:, 1], priority, m[:, 2])
         idx = np.array(ordinary, dtype=np.int64)
         self._v_hash, self._v_off, self._v_len, v_val = build_bytes_table(
-            self._arena, offsets[idx], lengths[idx], capacity_for(len(idx)))
+            self._arena, offsets[idx], lengths[idx], table_capacity(len(idx)))
         self._v_val = np.where(v_val >= 0, idx[np.maximum(v_val, 0)], -1).astype(np.int64)
         self._cache = K.new_piece_cache()
         self._special_re = None

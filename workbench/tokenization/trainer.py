@@ -25,7 +25,7 @@ from workbench.errors import CorpusError, TrainingError, WorkbenchError
 from workbench.progress import Progress
 from workbench.tokenization import trainer_kernels as TK
 from workbench.tokenization.bytelevel import BYTE_ORDER, BYTE_RANK
-from workbench.tokenization.hashtables import capacity_for
+from workbench.tokenization.hashtables import table_capacity
 from workbench.tokenization.pretokenize import check_pretokenizer, split_bytes, split_documents
 from workbench.tokenization.ranges import CHUNK_BYTES
 from workbench.tokenization.ranges import CUTS as _CUTS
@@ -320,7 +320,7 @@ def _merge(counter: _WordCounter, vocab_target: int, min_frequency: int, progres
     tok_off[1:n_known] = np.cumsum(lengths)[:-1]
     tok_len[:n_known] = lengths
     st[TK.ST_ARENA] = lengths.sum()
-    tcap = capacity_for(cap_tokens)
+    tcap = table_capacity(cap_tokens)
     from workbench.tokenization.hashtables import build_bytes_table
 
     t_hash, t_off, t_len, t_val = build_bytes_table(tok_arena, tok_off[:n_known].copy(), tok_len[:n_known].copy(), tcap)
