@@ -13,7 +13,7 @@ a) Replay of every policy (defaults) over a real SmolLM2 trace of 4096 tokens = 
    per-step metrics (`metrics=True`) is timed once per policy. The trace is captured once and cached as safetensors under
    ``<cache_dir>/kvcache_bench/`` (capturing 4k tokens takes about a minute on a 2-core CPU).
 b) One decode step at 32,768 positions for one layer (3 KV heads), synthetic float32 scores: selection
-   (`kernels.select_heads` with S = 1 vs `torch_replay.top_mask`, and bare `torch.topk` as a floor) and eviction
+   (`kernels.select_heads` with S = 1 vs `torch_replay.valid_top_mask`, and bare `torch.topk` as a floor) and eviction
    (`kernels.evict_heads` for one step vs `torch_replay.evict_lowest` + `update_scores`), in microseconds.
 
     python benchmarks/kvcache.py [--quick] [--json] [--threads N]   # the JSON object is the last line printed
@@ -198,16 +198,16 @@ def _step_selection(scores, budget: int, repeats: int) -> dict:
     import torch
 
     from workbench.kvcache import kernels as K
-    from workbench.kvcache.torch_replay import top_mask
+    from workbench.kvcache.torch_replay import valid_top_mask
 
     h, _, t = scores.shape
     kept = np.zeros((h, 1, t), bool)
     numba_us = _per_call_us(lambda: K.select_heads(scores, t - 1, budget, kept), repeats)
     ts = torch.from_numpy(scores[:, 0, : t - 1])
     valid = torch.ones_like(ts, dtype=torch.bool)
-    torch_us = _per_call_us(lambda: top_mask(ts, valid, budget - 1), repeats)
+    torch_us = _per_call_us(lambda: valid_top_mask(ts, valid, budget - 1), repeats)
     topk_us = _per_call_us(lambda: torch.topk(ts, budget - 1, dim=-1), repeats)
-    same = np.array_equal(top_mask(ts, valid, budget - 1).numpy(), kept[:, 0, :-1])
+    same = np.array_equal(valid_top_mask(ts, valid, budget - 1).numpy(), kept[:, 0, :-1])
     return {"op": "selection", "positions": t, "budget": budget, "numba_us": round(numba_us, 1),
             "torch_us": round(torch_us, 1), "torch_topk_only_us": round(topk_us, 1),
             "ratio": round(torch_us / numba_us, 2), "same": bool(same)}
