@@ -8,6 +8,7 @@ PosixPath('overview.html')
 from __future__ import annotations
 
 import base64
+import html
 import os
 import tempfile
 import threading
@@ -72,38 +73,59 @@ class WorkbenchView(pn.viewable.Viewer):
                          overwrite=overwrite)
 
 
+def session_callback(fn: Callable[..., None]) -> Callable[..., None]:
+    """``fn`` made safe to call from a worker thread: in a served session (made here, on the session's thread) each
+    call runs on the session's next tick, with the document as the current one; pending calls coalesce to the
+    latest (progress reports arrive faster than a browser draws). Headless or in a notebook, ``fn`` itself."""
+    doc = pn.state.curdoc
+    if doc is None or getattr(doc, "session_context", None) is None:
+        return fn
+    lock = threading.Lock()
+    pending: list[tuple] = []
+
+    def tick() -> None:
+        from panel.io.state import set_curdoc
+
+        with lock:
+            args = pending.pop()
+        with set_curdoc(doc):
+            fn(*args)
+
+    def call(*args) -> None:
+        with lock:
+            first = not pending
+            pending[:] = [args]
+        if first:
+            doc.add_next_tick_callback(tick)
+
+    return call
+
+
 def run_then_apply(work: Callable[[], dict], apply: Callable[[dict], None], *, blocking: bool) -> dict | None:
     """Run ``work()`` (slow, no Bokeh models touched; returns a result dict), then ``apply(result)`` where it may
-    change the view: directly when ``blocking`` or headless, else ``work`` runs in a thread and ``apply`` on the
-    served session's next tick (a background thread must not touch a served document without its lock).
+    change the view: directly when ``blocking``, else ``work`` runs in a thread and ``apply`` through
+    `session_callback` (a background thread must not touch a served document without its lock). Progress callbacks
+    given to ``work`` go through `session_callback` too. Whatever ``work`` raises reaches ``apply`` as
+    ``{"error": message}``, so a lab always gets its controls back (and a blocking call raises it after).
     Returns the result when blocking, else None."""
-    doc = pn.state.curdoc
-    served = doc is not None and getattr(doc, "session_context", None) is not None
+    done = apply if blocking else session_callback(apply)
 
-    def done(result: dict) -> None:
-        if blocking or not served:
-            apply(result)
-            return
-
-        def tick() -> None:
-            from panel.io.state import set_curdoc
-
-            with set_curdoc(doc):
-                apply(result)
-
-        doc.add_next_tick_callback(tick)
-
-    if blocking:
-        result = work()
+    def run() -> dict:
+        try:
+            result = work()
+        except Exception as exc:
+            done({"error": f"{type(exc).__name__}: {exc}"})
+            raise
         done(result)
         return result
-    threading.Thread(target=lambda: done(work()), daemon=True).start()
+
+    if blocking:
+        return run()
+    threading.Thread(target=run, daemon=True).start()
     return None
 
 
 def error_html(message: str, *, lab: str, style: str = "") -> str:
     """A lab's error line: ``style`` (the lab's CSS) and ``<div class="wb-<lab>-error">⚠ message</div>``; empty for
     no message. Each lab binds its own: ``functools.partial(error_html, lab="kv", style=STYLE)``."""
-    import html
-
     return f'{style}<div class="wb-{lab}-error">⚠ {html.escape(message)}</div>' if message else ""

@@ -156,6 +156,9 @@ def test_kv_cache_tab_replays_when_the_budget_changes(workbench_server, chromium
             assert page.locator(".wb-kv-mass").first.inner_text() != mass_before  # less attention kept
             page.get_by_text("Evicted text", exact=True).first.click()
             expect(page.locator(".wb-kv-nkept").first).to_have_text("16", timeout=30_000)
+            heavy = page.locator(".wb-kv-heavy")  # H2O's ten highest-scored positions, by its own scores
+            expect(heavy).to_have_count(10)
+            assert "H2O score" in heavy.first.get_attribute("title")
         finally:
             browser.close()
 

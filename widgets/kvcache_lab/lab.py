@@ -14,7 +14,7 @@ from collections import OrderedDict
 import panel as pn
 import param
 
-from widgets.base import WorkbenchView, run_then_apply
+from widgets.base import WorkbenchView, run_then_apply, session_callback
 from widgets.kvcache_lab.compare import PolicyCompare
 from widgets.kvcache_lab.quality import QualityVsBudget
 from widgets.kvcache_lab.retention import RetentionMap
@@ -286,6 +286,8 @@ class KVCacheLab(WorkbenchView):
 
         def progress(p) -> None:
             self._q_progress.value = int(100 * (p.fraction or 0))
+
+        progress = session_callback(progress)  # called from the worker thread
 
         def work() -> dict:
             t0 = time.perf_counter()

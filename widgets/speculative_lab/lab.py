@@ -21,7 +21,7 @@ import numpy as np
 import panel as pn
 import param
 
-from widgets.base import WorkbenchView, run_then_apply
+from widgets.base import WorkbenchView, run_then_apply, session_callback
 from widgets.speculative_lab.builders import DEFAULT_ACCEPTANCE, BuilderCompare
 from widgets.speculative_lab.speedup import SpeedupCurve
 from widgets.speculative_lab.strip import AcceptanceStrip
@@ -182,6 +182,10 @@ class SpeculativeLab(WorkbenchView):
         self._measure.disabled = on
         self._sweep.disabled = on
 
+    def _progress_callback(self):
+        """A `Progress` callback for a worker thread: it moves the progress bar on the session's tick."""
+        return session_callback(lambda p: setattr(self._progress, "value", int(100 * (p.fraction or 0))))
+
     def _finish(self, result: dict, show) -> None:
         """End of a background job: controls back, then its error in the status line or ``show(result)``."""
         self._busy(False)
@@ -195,8 +199,7 @@ class SpeculativeLab(WorkbenchView):
         button's way). Returns the run when blocking; bad settings leave the last run and say why."""
         prompt, kw = self.prompt, self._kwargs()
 
-        def progress(p) -> None:
-            self._progress.value = int(100 * (p.fraction or 0))
+        progress = self._progress_callback()
 
         def work() -> dict:
             from workbench.speculative import generate
@@ -282,8 +285,7 @@ class SpeculativeLab(WorkbenchView):
         configs = {name: {**c, "schedule_params": {"gamma": self.budget}} for name, c in DRAFTER_CONFIGS.items()}
         total = len(prompts) * len(configs)
 
-        def progress(p) -> None:
-            self._progress.value = int(100 * (p.fraction or 0))
+        progress = self._progress_callback()
 
         def work() -> dict:
             from workbench.distributed import current_client

@@ -9,7 +9,7 @@ from pathlib import Path
 import panel as pn
 import param
 
-from widgets.base import WorkbenchView, run_then_apply
+from widgets.base import WorkbenchView, run_then_apply, session_callback
 from widgets.tokenizers_lab.boundaries import TokenBoundaries
 from widgets.tokenizers_lab.charts import ParityBars
 from widgets.tokenizers_lab.diff import TokenDiff
@@ -215,6 +215,8 @@ class TokenizersLab(WorkbenchView):
                 share = p.done / p.total
                 self._progress.value = int(100 * (0.5 * share if p.stage == "count" else 0.5 + 0.5 * share))
             self.status = f"{p.stage}: {p.done:,}{f' / {p.total:,}' if p.total else ''} ({p.seconds:.1f} s)"
+
+        on_progress = session_callback(on_progress)  # called from the training thread
 
         def work() -> dict:
             from workbench.distributed import current_client

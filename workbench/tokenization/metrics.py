@@ -245,7 +245,11 @@ def text_metrics(tokenizer: Tokenizer, text: str, *, alpha: float = 2.5, word_pa
     tokenizer = _check_tokenizer(name, tokenizer)
     text = _check_text(text_name, text)
     alpha = _check_alpha(alpha)
-    counts = text_counts(tokenizer, _utf8(text), word_pattern=word_pattern, text=text)
+    try:
+        data, same = text.encode("utf-8"), text
+    except UnicodeEncodeError:  # surrogates, replaced in the bytes: the counts decode those instead of ``text``
+        data, same = _utf8(text), None
+    counts = text_counts(tokenizer, data, word_pattern=word_pattern, text=same)
     return metrics_from_counts(counts, alpha=alpha, tokenizer_name=name, text_name=text_name)
 
 

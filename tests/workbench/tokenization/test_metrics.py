@@ -91,6 +91,14 @@ def test_bytes_only_vocabulary_is_one_byte_per_token():
     assert m.continuation_rate == pytest.approx(10 / 12)
 
 
+def test_text_with_surrogates_is_measured_on_its_utf8():
+    # a surrogate pair (as a JSON decoder may leave it) is one emoji in the UTF-8 bytes; a lone one is U+FFFD
+    pair = text_metrics(bytes_only(), "a \ud83d\ude00 b c")
+    assert (pair.n_bytes, pair.n_chars, pair.n_words) == (10, 7, 3)
+    lone = text_metrics(bytes_only(), "a \ud800 b")
+    assert (lone.n_bytes, lone.n_chars, lone.n_words) == (7, 5, 2)  # U+FFFD is not a word
+
+
 def test_entropy_and_renyi_by_hand():
     m = text_metrics(bytes_only(), "aab", alpha=2.0)
     h = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
