@@ -105,7 +105,7 @@ def _score_helpers(trace, name: str, budget: int):
     ``torch.matmul`` on its device."""
     from workbench.kvcache import make_policy
     from workbench.kvcache import scores as SC
-    from workbench.kvcache.policies import check_window
+    from workbench.kvcache.policy_base import check_window
 
     prm = make_policy(name).params
     lis = range(trace.n_layers)

@@ -38,7 +38,7 @@ def trace():
 def _compiled():
     from workbench.routing import warm_up
 
-    warm_up()  # numba compilation stays out of the timings, as the dashboard's warm_up does
+    warm_up()  # numba compilation stays out of the timings, as the lab's warm-up job does
 
 
 def _served_sets(r) -> list[set]:

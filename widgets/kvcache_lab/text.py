@@ -21,7 +21,7 @@ import param
 
 from widgets.base import WorkbenchView
 from widgets.kvcache_lab.retention import STATE_NAMES, STYLE, error_html
-from workbench.kvcache.heavy_hitters import attention_received, uses_replay_scores
+from workbench.kvcache.heavy_hitters import attention_received, top_positions, uses_replay_scores
 from workbench.kvcache.replay import EVICTED, KEPT, SINK, SKIPPED
 
 TEXT_STYLE = """
@@ -150,9 +150,7 @@ class EvictedText(WorkbenchView):
         if tr is None or self.heavy == 0:
             return None, np.zeros(0, np.int64)
         scores = attention_received(tr, self.retention, li, self.head, step)
-        visible = scores[: query + 1]
-        top = np.argsort(-visible, kind="stable")[: min(self.heavy, visible.size)]
-        return scores, np.sort(top)
+        return scores, top_positions(scores, query + 1, self.heavy)
 
     def __panel__(self):
         return self._layout

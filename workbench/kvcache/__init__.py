@@ -14,11 +14,10 @@ from workbench.kvcache.evaluate import (
 from workbench.kvcache.policies import (
     POLICY_NAMES,
     SPECS,
-    Policy,
     describe_policy,
     make_policy,
-    resolve_budget,
 )
+from workbench.kvcache.policy_base import Policy, resolve_budget
 from workbench.kvcache.replay import Retention, compare_policies, replay
 from workbench.kvcache.trace import KVTrace, model_signature
 

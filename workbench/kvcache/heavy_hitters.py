@@ -38,7 +38,8 @@ def _check(trace, retention, layer_index: int, head: int, step: int) -> int:
 def uses_replay_scores(trace, retention) -> bool:
     """True when `attention_received` gives the policy's own decision scores (an evictor whose plan accumulates
     attention: H2O), not the full-cache attention."""
-    plan = retention.policy.plan(trace, retention.budget, retention.layers)
+    plan = retention.plan if retention.plan is not None else retention.policy.plan(trace, retention.budget,
+                                                                                     retention.layers)
     return plan.selector == "evict" and plan.update == "accumulate"
 
 
@@ -61,11 +62,16 @@ def attention_received(trace, retention, layer_index: int, head: int, step: int)
     return score
 
 
+def top_positions(scores: np.ndarray, n_visible: int, k: int) -> np.ndarray:
+    """int64 [<= k]: the ``k`` highest of ``scores[:n_visible]`` (ties to the older position), in position order."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise KVCacheError(f"k must be a non-negative integer, got {k!r}")
+    top = np.argsort(-scores[:n_visible], kind="stable")[: min(int(k), n_visible)]
+    return np.sort(top).astype(np.int64)
+
+
 def heavy_hitters(trace, retention, layer_index: int, head: int, step: int, k: int) -> np.ndarray:
     """int64 [<= k]: the ``k`` highest-scored positions of `attention_received` among those written by ``step``
     (ties to the older position), in position order."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise KVCacheError(f"k must be a non-negative integer, got {k!r}")
-    visible = attention_received(trace, retention, layer_index, head, step)[: retention.n_prefill + step + 1]
-    top = np.argsort(-visible, kind="stable")[: min(int(k), visible.size)]
-    return np.sort(top).astype(np.int64)
+    scores = attention_received(trace, retention, layer_index, head, step)
+    return top_positions(scores, retention.n_prefill + step + 1, k)

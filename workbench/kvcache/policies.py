@@ -62,19 +62,7 @@ Example::
 from __future__ import annotations
 
 from workbench.errors import KVCacheError
-from workbench.kvcache.policy_base import (  # noqa: F401 - the budget rules: importable from here as before
-    EVICTION_PHASES,
-    SNAPKV_WINDOW,
-    Plan,
-    Policy,
-    PolicySpec,
-    adakv_capacities,
-    check_window,
-    default_window,
-    kvcrush_representatives,
-    pyramid_budgets,
-    resolve_budget,
-)
+from workbench.kvcache.policy_base import Plan, Policy, PolicySpec, check_window, pyramid_budgets
 
 TOVA_HEADS = ("layer", "per_kv_head")
 KVCRUSH_BASES = ("snapkv", "h2o", "tova")

@@ -23,13 +23,12 @@ from workbench.errors import KVCacheError
 from workbench.kvcache import kernels as K
 from workbench.kvcache import scores as SC
 from workbench.kvcache import select_kernels as SK
-from workbench.kvcache.policies import (  # noqa: F401 - SNAPKV_WINDOW, default_window: importable here too
-    SNAPKV_WINDOW,
+from workbench.kvcache.policies import make_policy
+from workbench.kvcache.policy_base import (
+    Plan,
     Policy,
     adakv_capacities,
-    default_window,
     kvcrush_representatives,
-    make_policy,
     resolve_budget,
 )
 from workbench.kvcache.trace import KVTrace
@@ -65,6 +64,7 @@ class Retention:
     sinks: int = 0
     seconds: float = 0.0
     model: dict = field(default_factory=dict, repr=False)
+    plan: Plan | None = field(default=None, repr=False)   # what the policy scored and how it selected
 
     @property
     def n_steps(self) -> int:
@@ -119,10 +119,6 @@ class Retention:
         gone = self.written() & ~kept
         first = np.where(gone.any(axis=0), gone.argmax(axis=0), -1)
         return first.astype(np.int32)
-
-
-def _as_policy(policy) -> Policy:
-    return make_policy(policy) if isinstance(policy, str) else make_policy(policy)
 
 
 # -- the numba executors: one routine per `Plan.selector`, filling kept_l [H, S, T] for one layer ----------------
@@ -275,7 +271,7 @@ def replay(trace: KVTrace, policy, budget, *, seed: int | None = None, layers=No
     parameters that leave no room in the budget.
     """
     t0 = time.perf_counter()
-    policy = _as_policy(policy)
+    policy = make_policy(policy)
     n, t = trace.n_prefill, trace.n_tokens
     b = t if policy.kind == "full" else resolve_budget(budget, n, t)
     lis = list(range(trace.n_layers)) if layers is None else [trace.layer_index(x) for x in layers]
@@ -306,7 +302,8 @@ def replay(trace: KVTrace, policy, budget, *, seed: int | None = None, layers=No
         err[j] = output_errors(trace, li, kept[j], mass[j])
     return Retention(policy=policy, budget=int(b), layer_budgets=layer_budgets, kept=kept, n_prefill=n,
                      layers=trace.layers[lis].copy(), tokens=trace.tokens, mass=mass, output_error=err, iou=iou,
-                     n_kept=n_kept, sinks=plan.sinks, seconds=time.perf_counter() - t0, model=dict(trace.model))
+                     n_kept=n_kept, sinks=plan.sinks, seconds=time.perf_counter() - t0, model=dict(trace.model),
+                     plan=plan)
 
 
 def compare_policies(trace: KVTrace, policies, budget) -> list[dict]:

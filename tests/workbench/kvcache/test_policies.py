@@ -12,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 from tests.workbench.kvcache import reference as R
 from workbench.errors import KVCacheError
 from workbench.kvcache import POLICY_NAMES, make_policy, replay
-from workbench.kvcache.policies import pyramid_budgets, resolve_budget
+from workbench.kvcache.policy_base import pyramid_budgets, resolve_budget
 from workbench.kvcache.scores import quest_page_bounds
 
 REAL_LAYERS = [0, 13, 29]

@@ -12,7 +12,7 @@ from tests.workbench.kvcache.test_policies import ALL_POLICIES, SYNTHETIC, _poli
 from workbench.errors import KVCacheError
 from workbench.kvcache import POLICY_NAMES, make_policy, replay
 from workbench.kvcache import scores as SC
-from workbench.kvcache.policies import resolve_budget
+from workbench.kvcache.policy_base import resolve_budget
 from workbench.kvcache.torch_replay import replay_kept, valid_top_mask
 
 REAL_LAYERS = [0, 14, 29]
@@ -147,7 +147,7 @@ def test_query_aware_scores_are_computed_in_torch_on_the_device(monkeypatch, pol
 
 
 @pytest.mark.parametrize("k", [0, 1, 3, 4, 6, 9])
-def test_top_mask_takes_ties_in_position_order(k):
+def test_valid_top_mask_takes_ties_in_position_order(k):
     x = torch.tensor([[1.0, 3.0, 3.0, -np.inf, 3.0, 2.0, 2.0, 0.0]])
     valid = torch.tensor([[True, True, True, True, False, True, True, True]])
     got = valid_top_mask(x, valid, k)[0].tolist()

@@ -15,44 +15,17 @@ import torch
 import torch.nn.functional as F
 
 from workbench.errors import RoutingError
+from workbench.progress import Progress, Reporter
 from workbench.routing.routers import update_bias
 from workbench.routing.tiny_moe import VARIANTS, TinyMoE
 from workbench.routing.train.config import TrainConfig
 from workbench.routing.train.data import DOMAINS, DomainSampler, TokenData
 
-
-@dataclass
-class TrainProgress:
-    """Passed to the ``progress`` callback after every step. Losses in nats; ``max_violation_global`` /
-    ``max_violation_micro``: MaxVio of the step's expert loads over the global batch / mean over its
-    micro-batches (mean over layers)."""
-
-    variant: str
-    step: int
-    steps: int
-    loss: float
-    lm_loss: float
-    balance_loss: float
-    max_violation_global: float
-    max_violation_micro: float
-    elapsed_s: float
-
-    # the fields every `workbench.progress.Progress` has
-    @property
-    def done(self) -> int:
-        return self.step
-
-    @property
-    def total(self) -> int:
-        return self.steps
-
-    @property
-    def stage(self) -> str:
-        return self.variant
-
-    @property
-    def seconds(self) -> float:
-        return self.elapsed_s
+#: What the ``progress`` callback gets after every step: a `workbench.progress.Progress` (``stage``: the variant,
+#: ``done`` / ``total``: steps) whose ``detail`` holds the step's ``loss``, ``lm_loss``, ``balance_loss`` (nats) and
+#: ``max_violation_global`` / ``max_violation_micro`` (MaxVio of the expert loads over the global batch / mean over
+#: its micro-batches, mean over layers).
+TrainProgress = Progress
 
 
 def balance_loss(router_logits: torch.Tensor, experts: torch.Tensor, n_groups: int,
@@ -133,6 +106,7 @@ def train_tiny_moe(config: TrainConfig, data: TokenData, *, init: TinyMoE | None
 
         bar = tqdm(total=cfg.steps, desc=f"tiny MoE [{cfg.variant}]", unit="step")
     start = time.perf_counter()
+    report = Reporter(progress, cfg.variant, cfg.steps)
     try:
         for step in range(cfg.steps):
             batch = np.concatenate([sampler.sample(d, cfg.micro_batch) for d in domains])
@@ -170,9 +144,7 @@ def train_tiny_moe(config: TrainConfig, data: TokenData, *, init: TinyMoE | None
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['lm_loss']:.3f}", maxvio=f"{row['max_violation_global']:.2f}")
-            if progress is not None:
-                progress(TrainProgress(cfg.variant, step + 1, cfg.steps,
-                                       elapsed_s=time.perf_counter() - start, **row))
+            report(step + 1, **row)
     finally:
         if bar is not None:
             bar.close()
