@@ -83,7 +83,7 @@ def expert_colours(n_experts: int) -> list[str]:
 def router_params(router: str, *, k: int, capacity_factor: float, drop_policy: str, overflow: str,
                   trace=None, layer: int = 0) -> dict:
     """The keyword params of ``router`` among the shared settings (a router gets only those it takes). For
-    ``deepseek_v3`` on a trace whose ``meta["bias"]`` holds one bias per layer and expert (a tiny MoE trained with
+    ``deepseek_v3`` on a trace with a ``bias`` (one per layer and expert: a captured DeepSeek-V3 gate, or a tiny MoE trained with
     the sigmoid gate), that layer's bias, so the lab replays what the model did.
 
     ``router_params("switch_top1", k=2, capacity_factor=1.0, drop_policy="position", overflow="drop")``
@@ -98,10 +98,8 @@ def router_params(router: str, *, k: int, capacity_factor: float, drop_policy: s
         p["drop_policy"] = drop_policy
     if router in OVERFLOW_ROUTERS:
         p["overflow"] = overflow
-    if router == "deepseek_v3" and trace is not None:
-        bias = trace.meta.get("bias")
-        if isinstance(bias, list) and len(bias) == trace.n_layers and np.shape(bias[layer]) == (trace.n_experts,):
-            p["bias"] = np.asarray(bias[layer], np.float64)
+    if router == "deepseek_v3" and trace is not None and trace.bias is not None:
+        p["bias"] = trace.bias[layer].astype(np.float64)
     return p
 
 

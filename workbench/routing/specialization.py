@@ -63,8 +63,8 @@ class Specialization:
 
 def specialization(trace: RoutingTrace, *, groups: dict[str, str] | None = None, router: str | None = None,
                    k: int | None = None, bias=None) -> Specialization:
-    """Route every layer of ``trace`` again (``router``, ``k``, ``bias`` [L, E]: from ``trace.meta`` by
-    default, else top-2 softmax) and measure `Specialization` over its tags, or over ``groups`` (tag -> group
+    """Route every layer of ``trace`` again (by default ``router`` and ``k`` from ``trace.meta`` and ``bias``
+    [L, E] from ``trace.bias``, else top-2 softmax) and measure `Specialization` over its tags, or over ``groups`` (tag -> group
     label; tags not in it keep their own name). Tokens tagged "" are left out.
 
     Two tags whose tokens use disjoint expert pairs ``{0, 1}`` and ``{2, 3}`` of 4 experts (k=2) give
@@ -75,7 +75,7 @@ def specialization(trace: RoutingTrace, *, groups: dict[str, str] | None = None,
     router = router or meta.get("router", "topk_softmax")
     k = int(k or meta.get("top_k", 2))
     if bias is None:
-        bias = meta.get("bias", np.zeros((trace.n_layers, trace.n_experts)))
+        bias = trace.bias if trace.bias is not None else np.zeros((trace.n_layers, trace.n_experts))
     bias = np.asarray(bias, dtype=np.float64)
     if bias.shape != (trace.n_layers, trace.n_experts):
         raise RoutingError(f"bias must be [layers, experts] = {(trace.n_layers, trace.n_experts)}, "

@@ -365,9 +365,12 @@ def trace_meta(model: TinyMoE) -> dict:
     meta = {"model": f"tiny-moe-{model.variant or 'untrained'}", "variant": model.variant,
             "layers": list(range(cfg.n_layers)), "top_k": cfg.top_k, "n_experts": cfg.n_experts,
             "router": cfg.router, "gate": cfg.gate}
-    if cfg.gate == "sigmoid":
-        meta["bias"] = model.biases.tolist()
     return meta
+
+
+def trace_bias(model: TinyMoE) -> np.ndarray | None:
+    """The `RoutingTrace.bias` of a tiny MoE trace: the sigmoid gate's selection biases [L, E], else None."""
+    return model.biases if model.config.gate == "sigmoid" else None
 
 
 def trace_text(model: TinyMoE, tokenizer, texts: str | Sequence[str],
@@ -422,4 +425,5 @@ def trace_text(model: TinyMoE, tokenizer, texts: str | Sequence[str],
         tags=[t for s, t in zip(seqs, seq_tags) for _ in s],
         tokens=[tokenizer.decode([int(i)]) for i in token_ids],
         meta=trace_meta(model),
+        bias=trace_bias(model),
     )

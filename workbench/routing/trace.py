@@ -93,6 +93,9 @@ class RoutingTrace:
                 raise RoutingError(f"tokens must have one string per token ({n}), got {len(self.tokens)}")
         if not isinstance(self.meta, dict):
             raise RoutingError(f"meta must be a dict, got {type(self.meta).__name__}")
+        if self.bias is None and "bias" in self.meta:  # tiny-MoE traces saved before the field held their bias
+            self.meta = dict(self.meta)
+            self.bias = self.meta.pop("bias")
         if self.bias is not None:
             b = np.asarray(self.bias)
             if b.shape != (self.n_layers, self.n_experts):

@@ -161,10 +161,11 @@ def test_shipped_model_traces_text_and_reroutes_exactly():
     assert tr.tags[:n_code] == ["code"] * n_code and tr.tags[-1] == "de"
     assert "".join(tr.tokens[:n_code]) == texts[0]
     assert tr.meta["router"] == "deepseek_v3" and tr.n_sequences == 2
+    assert tr.bias.shape == (tr.n_layers, tr.n_experts) and "bias" not in tr.meta
     ids = torch.as_tensor(tr.token_ids[:n_code], dtype=torch.long)[None]
     experts = model(ids).experts
     for layer in range(tr.n_layers):
-        r = deepseek_v3(tr.layer(layer)[:n_code], k=tr.meta["top_k"], bias=tr.meta["bias"][layer])
+        r = deepseek_v3(tr.layer(layer)[:n_code], k=tr.meta["top_k"], **tr.router_params(layer))  # its bias
         np.testing.assert_array_equal(r.assignments, experts[layer].numpy())
 
 

@@ -159,3 +159,8 @@ def test_gate_bias_round_trip_and_older_files(tmp_path):
     with pytest.raises(RoutingError, match="bias must have one value per layer and expert"):
         RoutingTrace(logits=tr.logits, token_ids=tr.token_ids, positions=tr.positions, sequence_ids=tr.sequence_ids,
                      bias=np.zeros(4))
+    # tiny-MoE traces written before the field kept their bias in meta["bias"]: it moves into ``bias``
+    legacy = RoutingTrace(logits=tr.logits, token_ids=tr.token_ids, positions=tr.positions,
+                          sequence_ids=tr.sequence_ids, meta={"router": "deepseek_v3", "bias": bias.tolist()})
+    np.testing.assert_array_equal(legacy.bias, bias.astype(np.float32))
+    assert "bias" not in legacy.meta

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from workbench.routing.specialization import Specialization, specialization
-from workbench.routing.tiny_moe import TinyMoE, forward_windows, trace_meta
+from workbench.routing.tiny_moe import TinyMoE, forward_windows, trace_bias, trace_meta
 from workbench.routing.trace import RoutingTrace
 from workbench.routing.train.data import DOMAIN_OF, DOMAINS, TokenData, heldout_windows
 
@@ -52,7 +52,7 @@ def evaluate_held_out(model: TinyMoE, data: TokenData, *, max_windows: int = 8) 
     trace = RoutingTrace(logits=logits, token_ids=windows.ravel(),
                          positions=np.tile(np.arange(ctx), len(tags)),
                          sequence_ids=np.repeat(np.arange(len(tags)), ctx), tags=tok_tags,
-                         meta=trace_meta(model))
+                         meta=trace_meta(model), bias=trace_bias(model))
     win_domain = np.array([DOMAIN_OF.get(t, t) for t in tags])
     by_domain = {d: float(np.exp(ce[win_domain == d].mean())) for d in DOMAINS if (win_domain == d).any()}
     return Evaluation(perplexity=float(np.exp(ce.mean())), perplexity_by_domain=by_domain, trace=trace,
