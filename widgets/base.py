@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from bokeh.resources import INLINE
 from panel.io.resources import DIST_DIR
 
 from workbench.errors import ConfigurationError
+from workbench.saving import atomic_path, refuse_existing
 
 
 def _data_uri(path: Path, mime: str) -> str:
@@ -40,26 +40,19 @@ def save_view(view, filename: str | os.PathLike, *, title: str | None = None, em
     path = Path(filename)
     if path.suffix.lower() not in (".html", ".htm"):
         raise ConfigurationError(f"save writes HTML: give a file name ending in .html, not {path.name!r}")
-    if path.exists() and not overwrite:
-        raise ConfigurationError(f"{path} exists; pass overwrite=True to replace it")
+    refuse_existing(path, overwrite=overwrite, error=ConfigurationError)
     if not path.parent.is_dir():
         raise ConfigurationError(f"the folder {path.parent} does not exist; create it first")
     icons = {  # Panel's page template would link its icons from cdn.holoviz.org
         "app_favicon": _data_uri(DIST_DIR / "images" / "icon-32x32.png", "image/png"),
         "apple_icon": _data_uri(DIST_DIR / "images" / "apple-touch-icon.png", "image/png"),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".html", dir=path.parent)
-    os.close(fd)
-    try:
-        # inline=True also keeps the stylesheets of every embedded state inline (widgets/offline.py)
-        with pn.config.set(inline=True):
-            pn.panel(view).save(tmp, title=title or type(view).__name__, resources=INLINE, embed=embed,
-                                max_states=max_states, max_opts=max_opts, progress=False,
-                                template_variables=icons)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # inline=True also keeps the stylesheets of every embedded state inline (widgets/offline.py)
+    # (a file object: given a name not ending in .html, Panel would add the suffix)
+    with atomic_path(path, overwrite=overwrite, error=ConfigurationError) as tmp, pn.config.set(inline=True), \
+            open(tmp, "w", encoding="utf-8") as out:
+        pn.panel(view).save(out, title=title or type(view).__name__, resources=INLINE, embed=embed,
+                            max_states=max_states, max_opts=max_opts, progress=False, template_variables=icons)
     return path
 
 

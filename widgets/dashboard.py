@@ -1,7 +1,8 @@
 """The Token Workbench dashboard: one Panel app, one tab per lab.
 
 Served by ``workbench serve`` or ``panel serve widgets/dashboard.py``; in a notebook, ``create_app()`` displays it.
-Each lab contributes a ``(title, factory)`` pair to :data:`TABS`; a factory returns a Panel viewable.
+Each lab in :data:`LABS` says its tab title (``TAB``), its warm-up jobs (``WARM_UP``) and the jobs its tab waits for
+(``NEEDS``); the dashboard builds its tabs (:data:`TABS`) and the background warm-up (:data:`JOBS`) from them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from widgets.moe_lab.lab import MoERoutingLab
 from widgets.overview import Overview
 from widgets.speculative_lab.lab import SpeculativeLab
 from widgets.tokenizers_lab.lab import TokenizersLab
-from widgets.warmup import MODEL_JOB, Job, WarmUp, process_warmup
+from widgets.warmup import Job, WarmUp, process_warmup
 
 TABLE_CSS = """
 table.wb-table { border-collapse: collapse; font-size: 13px; margin: 4px 0 10px 0; }
@@ -24,15 +25,15 @@ table.wb-table th { background: #f4f4f4; }
 """
 
 #: The labs, in display order. Each says its tab title (``TAB``), the warm-up jobs it brings (``WARM_UP``:
-#: ``(key, what it does, function)``) and the jobs its tab waits for (``NEEDS``); the shared model job is
-#: `widgets.warmup.MODEL_JOB`. A new lab adds itself here and keeps its warm-up next to its tab.
+#: ``(key, what it does, function)``) and the jobs its tab waits for (``NEEDS``); the shared model job
+#: (`widgets.warmup.MODEL_JOB`) is the Overview's. A new lab adds itself here and keeps its warm-up next to its tab.
 LABS = [Overview, TokenizersLab, KVCacheLab, MoERoutingLab, SpeculativeLab]
 
 #: (tab title, factory) for every lab, in display order.
 TABS: list[tuple[str, Callable[[], pn.viewable.Viewable]]] = [(lab.TAB, lab) for lab in LABS]
 
 #: The one-time work of the labs, in the order it runs when no tab asks for its own first.
-JOBS: list[tuple[str, str, Callable[[], None]]] = [MODEL_JOB] + [job for lab in LABS for job in lab.WARM_UP]
+JOBS: list[tuple[str, str, Callable[[], None]]] = [job for lab in LABS for job in lab.WARM_UP]
 
 #: Which jobs each tab waits for before it is built.
 NEEDS: dict[str, list[str]] = {lab.TAB: list(lab.NEEDS) for lab in LABS}

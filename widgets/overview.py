@@ -18,6 +18,7 @@ from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
 from widgets.base import WorkbenchView
+from widgets.warmup import MODEL_JOB
 from workbench.data import corpus_table, load_corpus, parallel_table, shipped_corpora
 from workbench.errors import WorkbenchError
 from workbench.models import model_summary, next_token_topk, shared_default_model
@@ -49,7 +50,7 @@ class Overview(WorkbenchView):
     """
 
     TAB = "Overview"
-    WARM_UP: list = []
+    WARM_UP = [MODEL_JOB]   # the shared model: the first job, also what the other model-based tabs wait for
     NEEDS = ["model"]
 
     text = param.String(default=DEFAULT_PROMPT, doc="Text whose next token the model predicts.")

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
+_UMASK = os.umask(0)   # read once, at import: reading it means setting it, which no other thread may see
+os.umask(_UMASK)
+
 
 def refuse_existing(path, *, overwrite: bool, error: type[Exception] = WorkbenchError, hint: str = "") -> Path:
     """``path`` as a Path; ``error`` when it exists and ``overwrite`` is False."""
@@ -37,11 +40,7 @@ def atomic_path(path, *, overwrite: bool = False, error: type[Exception] = Workb
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         yield tmp
-        if mode is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)   # some writers (safetensors) create 0600 files
+        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)   # some writers (safetensors) create 0600 files
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -86,7 +86,9 @@ def test_every_tab_needs_known_jobs_and_the_dashboard_builds_in_the_background(m
     import widgets.dashboard as dashboard
     from widgets.dashboard import JOBS, NEEDS, TABS, create_app, make_warmup
 
-    assert [title for title, _ in TABS] == list(NEEDS)
+    titles = [title for title, _ in TABS]
+    assert titles[0] == "Overview" and len(set(titles)) == len(titles) == 5
+    assert JOBS[0][0] == "model" and len({key for key, _, _ in JOBS}) == len(JOBS)  # the model first, keys unique
     make_warmup()                    # validates NEEDS against JOBS
     assert {key for key, _, _ in JOBS} >= {k for keys in NEEDS.values() for k in keys}
     # served: every tab starts as a waiting tab that polls the shared warm-up (here one whose jobs wait on a gate,

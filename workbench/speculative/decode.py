@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from workbench.errors import ModelError, SpeculativeError
-from workbench.progress import Progress
+from workbench.progress import Reporter
 from workbench.speculative.drafter import Drafter, check_budget, make_drafter
 from workbench.speculative.run import SpecRun, StepRecord
 from workbench.speculative.schedules import longest_path, make_schedule
@@ -114,6 +114,7 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
     eos = runner.tokenizer.eos_token_id if stop_at_eos else None
 
     t0 = time.perf_counter()
+    report = Reporter(progress, "decode", int(max_new_tokens))
     session = runner.session()
     if len(ids) > 1:
         session.prefill(ids[:-1])
@@ -181,8 +182,7 @@ def generate(prompt, *, drafter="prompt_lookup", builder=None, verifier=None, sc
                 stop = True
                 break
         root = int(context[-1])
-        if progress is not None:
-            progress(Progress(len(out), max_new_tokens, "decode", time.perf_counter() - t0))
+        report(len(out))
         if stop:
             break
     for x in (d, *extras):

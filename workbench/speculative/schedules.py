@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.errors import SpeculativeError
-from workbench.speculative.costs import relative_costs  # noqa: F401 - also importable from here
+from workbench.speculative.costs import relative_costs, runner_verify_costs
 from workbench.speculative.drafter import check_budget
 from workbench.speculative.tree import DraftTree, tree_depths
 
@@ -182,8 +182,6 @@ class Thompson(Schedule):
     def bind(self, runner) -> None:
         """Called by `generate` with the target's runner: a ``"measured"`` schedule takes its verify-cost curve."""
         if self.costs == "measured" and self._relative is None:
-            from workbench.speculative.costs import runner_verify_costs
-
             self._relative = relative_costs(runner_verify_costs(runner), self.max_gamma)
 
     def pass_costs(self) -> np.ndarray:

@@ -36,6 +36,7 @@ import numpy as np
 
 from workbench.errors import ConfigurationError, CorpusError
 from workbench.progress import ProgressCallback, Reporter
+from workbench.saving import atomic_path
 from workbench.tokenization.counts import TextCounts, _check_tokenizer, text_counts
 from workbench.tokenization.ranges import plan_units, range_chunks
 from workbench.tokenization.tokenizer import Tokenizer
@@ -174,15 +175,14 @@ def _assemble_one(parts: list[str], dtype: str, target: str) -> None:
         return
     arrays = [np.load(p, mmap_mode="r") for p in parts]
     n = sum(len(a) for a in arrays)
-    tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp.npy"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(n,))
-    at = 0
-    for a in arrays:
-        out[at:at + len(a)] = a
-        at += len(a)
-    out.flush()
-    del out, arrays
-    os.replace(tmp, target)
+    with atomic_path(target, overwrite=True) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(n,))
+        at = 0
+        for a in arrays:
+            out[at:at + len(a)] = a
+            at += len(a)
+        out.flush()
+        del out, arrays
     for p in parts:
         os.remove(p)
 
@@ -315,9 +315,8 @@ def _write_manifest(out_dir: Path, tokenizer: Tokenizer, dtype: np.dtype, files:
                 "n_bytes": sum(f.n_bytes for f in files), "n_tokens": sum(f.n_tokens for f in files),
                 "files": [{"path": f.path, "out": os.path.relpath(f.out, out_dir), "n_bytes": f.n_bytes,
                            "n_tokens": f.n_tokens} for f in files]}
-    tmp = out_dir / f".manifest-{uuid.uuid4().hex[:8]}.json"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out_dir / "manifest.json")
+    with atomic_path(out_dir / "manifest.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
 
 
 def corpus_counts(tokenizer: Tokenizer, paths, *, client=None, word_pattern: str | None = None,

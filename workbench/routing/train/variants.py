@@ -31,6 +31,7 @@ from workbench.routing.train.report import (
     format_variant,
     read_report,
 )
+from workbench.saving import atomic_path
 
 
 def train_variants(variants: Sequence[str] = VARIANTS, *, out=None, steps: int | None = None, seed: int = 0,
@@ -119,5 +120,6 @@ def train_variants(variants: Sequence[str] = VARIANTS, *, out=None, steps: int |
     report["comparison"] = compare_variants(report["variants"])
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
     if out is not None:
-        (out / REPORT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
+        with atomic_path(out / REPORT_FILE, overwrite=True, error=RoutingError) as tmp:
+            tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report

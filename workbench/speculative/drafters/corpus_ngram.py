@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 
 from workbench.errors import SpeculativeError, WorkbenchError
 from workbench.paths import cache_dir
+from workbench.saving import atomic_path
 from workbench.speculative.drafter import Drafter, check_budget, check_context, register_drafter
 from workbench.speculative.drafters.kernels import (
     backoff_take,
@@ -211,13 +211,10 @@ def _cache_path(key: str) -> Path:
 
 
 def _save(path: Path, table: NgramTable) -> None:
-    """Atomic write (a temporary file renamed into place); a failure to write only costs the next recount."""
+    """Atomic write (`workbench.saving.atomic_path`); a failure to write only costs the next recount."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as handle:  # np.savez would add .npz to a name
             np.savez(handle, **table.to_arrays())
-        os.replace(tmp, path)
     except OSError:
         pass
 
