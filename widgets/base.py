@@ -118,7 +118,20 @@ def run_then_apply(work: Callable[[], dict], apply: Callable[[dict], None], *, b
     return None
 
 
+ERROR_STYLE = """<style>
+.wb-error { font-size: 13px; color: #a61b1b; background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px;
+            padding: 4px 8px; margin: 4px 0; }
+</style>"""
+
+
 def error_html(message: str, *, lab: str, style: str = "") -> str:
-    """A lab's error line: ``style`` (the lab's CSS) and ``<div class="wb-<lab>-error">⚠ message</div>``; empty for
-    no message. Each lab binds its own: ``functools.partial(error_html, lab="kv", style=STYLE)``."""
-    return f'{style}<div class="wb-{lab}-error">⚠ {html.escape(message)}</div>' if message else ""
+    """A lab's error line: ``style`` (the lab's CSS), `ERROR_STYLE` and ``<div class="wb-error wb-<lab>-error">⚠
+    message</div>``; empty for no message. Each lab binds its own: ``functools.partial(error_html, lab="kv",
+    style=STYLE)``."""
+    return (f'{style}{ERROR_STYLE}<div class="wb-error wb-{lab}-error">⚠ {html.escape(message)}</div>'
+            if message else "")
+
+
+def shown_token(token: str) -> str:
+    """A token as HTML text with its line breaks and tabs visible (``↵``, ``→``) and kept."""
+    return html.escape(token.replace("\n", "↵\n").replace("\t", "→\t"))

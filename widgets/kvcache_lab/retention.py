@@ -36,8 +36,6 @@ STATE_COLOURS = tuple(STATES[c][1] for c in range(len(STATES)))
 STYLE = """
 <style>
 .wb-stats { font-size: 13px; color: #444; margin: 4px 0; }
-.wb-kv-error { font-size: 13px; color: #a61b1b; background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px;
-               padding: 4px 8px; margin: 4px 0; }
 .wb-kv-legend { font-size: 12px; color: #444; }
 .wb-kv-swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #999; vertical-align: -2px;
                 margin: 0 3px 0 10px; }

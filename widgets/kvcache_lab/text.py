@@ -19,7 +19,7 @@ import numpy as np
 import panel as pn
 import param
 
-from widgets.base import WorkbenchView
+from widgets.base import WorkbenchView, shown_token
 from widgets.kvcache_lab.retention import STATE_NAMES, STYLE, error_html
 from workbench.kvcache.heavy_hitters import attention_received, top_positions, uses_replay_scores
 from workbench.kvcache.replay import EVICTED, KEPT, SINK, SKIPPED
@@ -37,10 +37,6 @@ TEXT_STYLE = """
 .wb-kv-query { outline: 2px solid #4c78a8; background: #fff3b0; }
 </style>
 """
-
-
-def _shown(token: str) -> str:
-    return html.escape(token.replace("\n", "↵\n").replace("\t", "→\t"))
 
 
 class EvictedText(WorkbenchView):
@@ -125,7 +121,7 @@ class EvictedText(WorkbenchView):
             if self.scores is not None:
                 title += f" · {score_name} {self.scores[pos]:.2f}"
             out.append(f'<span class="{cls}" data-pos="{pos}" title="{html.escape(title)}">'
-                       f"{_shown(r.tokens[pos])}</span>")
+                       f"{shown_token(r.tokens[pos])}</span>")
         out.append("</div>")
         self._body.object = "".join(out)
         n_kept = int(np.count_nonzero((row == KEPT) | (row == SINK)))

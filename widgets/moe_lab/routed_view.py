@@ -18,7 +18,7 @@ import panel as pn
 import param
 from bokeh.palettes import Category10_10, Category20_20, Turbo256
 
-from widgets.base import WorkbenchView
+from widgets.base import WorkbenchView, shown_token
 from widgets.base import error_html as base_error_html
 from workbench.errors import WorkbenchError
 from workbench.routing import DROP_POLICIES, OVERFLOW_MODES, ROUTER_NAMES, Routing, route
@@ -43,8 +43,6 @@ ROUTER_HELP = {
 STYLE = """
 <style>
 .wb-stats { font-size: 13px; color: #444; margin: 4px 0; }
-.wb-moe-error { font-size: 13px; color: #a61b1b; background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px;
-                padding: 4px 8px; margin: 4px 0; }
 .wb-moe-text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.9;
                white-space: pre-wrap; word-break: break-all; max-height: 420px; overflow-y: auto; }
 .wb-moe-seq { margin: 2px 0 8px 0; }
@@ -112,10 +110,6 @@ def token_text(trace, t: int) -> str:
     return trace.tokens[t] if trace.tokens is not None else f"⟨{int(trace.token_ids[t])}⟩"
 
 
-def _shown(token: str) -> str:
-    return html.escape(token.replace("\n", "↵\n").replace("\t", "→\t"))
-
-
 def tokens_html(trace, classes, titles, styles=None, *, css_class: str = "wb-moe-text") -> str:
     """The trace's tokens as spans (one ``wb-moe-tok`` span per token, ``data-t`` = token index), one block per
     sequence headed by its tag. ``classes``/``titles``/``styles``: a string per token."""
@@ -129,7 +123,7 @@ def tokens_html(trace, classes, titles, styles=None, *, css_class: str = "wb-moe
             out.append(f'<div class="wb-moe-seq"><span class="wb-moe-tag">{html.escape(tag)}</span>')
         style = f' style="{styles[t]}"' if styles is not None and styles[t] else ""
         out.append(f'<span class="wb-moe-tok {classes[t]}" data-t="{t}"{style} title="{html.escape(titles[t])}">'
-                   f"{_shown(token_text(trace, t))}</span>")
+                   f"{shown_token(token_text(trace, t))}</span>")
     out.append("</div></div>")
     return "".join(out)
 

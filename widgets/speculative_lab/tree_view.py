@@ -37,8 +37,6 @@ STYLE = """
 .wb-spec-swatch { display: inline-block; width: 11px; height: 11px; border-radius: 6px; vertical-align: -1px;
                   margin: 0 3px 0 10px; }
 .wb-spec-summary { font-size: 13px; color: #333; margin: 2px 0; }
-.wb-spec-error { font-size: 13px; color: #a61b1b; background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px;
-                 padding: 4px 8px; margin: 4px 0; }
 </style>
 """
 
