@@ -44,7 +44,7 @@ from workbench.tokenization.boundless_train import (
 )
 from workbench.tokenization.bytelevel import BYTE_ORDER
 from workbench.tokenization.pretokenize import check_pretokenizer, split_bytes
-from workbench.tokenization.tokenizer import Tokenizer
+from workbench.tokenization.tokenizer import Tokenizer, _utf8
 from workbench.tokenization.trainer import TrainingProgress
 
 __all__ = ["BoundlessMerge", "BoundlessTokenizer", "train_boundless"]
@@ -289,10 +289,3 @@ def train_boundless(
     tok = BoundlessTokenizer(tokens, triples, flags, pretokenizer=pretokenizer, name=name, merge_counts=counts)
     tok.training_stats = stats
     return tok
-
-
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: replace them, as tiktoken does
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")

@@ -38,7 +38,7 @@ from workbench.errors import ConfigurationError, CorpusError
 from workbench.progress import ProgressCallback, Reporter
 from workbench.saving import atomic_path
 from workbench.tokenization.counts import TextCounts, _check_tokenizer, text_counts
-from workbench.tokenization.ranges import plan_units, range_chunks
+from workbench.tokenization.ranges import ON_WORKERS, plan_units, range_chunks
 from workbench.tokenization.tokenizer import Tokenizer
 
 CHUNK_BYTES = 4 << 20
@@ -69,7 +69,7 @@ def ids_dtype(n_vocab: int) -> np.dtype:
 def encode_range(tokenizer: Tokenizer, path: str, start: int, end: int) -> tuple[np.ndarray, int]:
     """(ids, bytes read) of a range of ``path`` (see `ranges.range_chunks`)."""
     parts, n_bytes = [], 0
-    for chunk in range_chunks(path, start, end, tokenizer.pretokenizer, CHUNK_BYTES):
+    for chunk in range_chunks(path, start, end, tokenizer.pretokenizer, CHUNK_BYTES, hint=ON_WORKERS):
         parts.append(tokenizer._encode_array(np.frombuffer(chunk, dtype=np.uint8)))
         n_bytes += len(chunk)
     ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
@@ -104,7 +104,7 @@ def counts_range(tokenizer: Tokenizer, path: str, start: int, end: int, word_pat
     ``skipped_bytes`` / ``skipped`` (``invalid="skip"``)."""
     total = TextCounts(tokenizer.n_vocab)
     offset = start
-    for chunk in range_chunks(path, start, end, tokenizer.pretokenizer, CHUNK_BYTES):
+    for chunk in range_chunks(path, start, end, tokenizer.pretokenizer, CHUNK_BYTES, hint=ON_WORKERS):
         try:
             total = total + text_counts(tokenizer, chunk, word_pattern=word_pattern)
         except UnicodeDecodeError as exc:

@@ -21,7 +21,7 @@ import numpy as np
 from workbench.errors import DistributedError
 from workbench.progress import Reporter
 from workbench.tokenization.pretokenize import split_bytes
-from workbench.tokenization.ranges import plan_units, range_chunks
+from workbench.tokenization.ranges import ON_WORKERS, plan_units, range_chunks
 from workbench.tokenization.word_tables import WordCounter, WordTable
 
 
@@ -57,7 +57,7 @@ def count_range(path: str, start: int, end: int, pretokenizer: str) -> WordTable
     streams a file. Runs on a worker; returns its `WordTable` (``pieces`` and ``bytes_counted`` included)."""
     counter = WordCounter()
     counted = 0
-    for chunk in range_chunks(path, start, end, pretokenizer, error=DistributedError):
+    for chunk in range_chunks(path, start, end, pretokenizer, error=DistributedError, hint=ON_WORKERS):
         data = np.frombuffer(chunk, dtype=np.uint8)
         counter.add(data, split_bytes(data, pretokenizer))
         counted += len(chunk)

@@ -47,7 +47,7 @@ from workbench.progress import Progress
 from workbench.tokenization import mixture_kernels as MK
 from workbench.tokenization.pretokenize import split_bytes
 from workbench.tokenization.tokenizer import Tokenizer
-from workbench.tokenization.trainer import _WordCounter
+from workbench.tokenization.word_tables import WordCounter
 
 #: Merges used when ``max_merges`` is not given (fewer when the tokenizer has fewer).
 DEFAULT_MAX_MERGES = 500
@@ -146,7 +146,7 @@ def replay_pair_counts(tokenizer: Tokenizer, sample: Sample, *, max_merges: int 
     merges = _merge_list(tokenizer)
     n_merges = _check_max_merges(max_merges, len(merges))
     docs = _documents(name, sample)
-    counter = _WordCounter()
+    counter = WordCounter()
     for doc in docs:
         if doc:
             data = np.frombuffer(doc, dtype=np.uint8)

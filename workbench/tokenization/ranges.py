@@ -102,16 +102,20 @@ def plan_units(paths, pretokenizer: str, n_workers: int, range_bytes: int | None
     return units
 
 
+#: What a worker adds when it cannot read a corpus file.
+ON_WORKERS = "; on a Dask cluster the workers must see the corpus files at the same paths as the client"
+
+
 def range_chunks(path: str, start: int, end: int, pretokenizer: str, chunk_bytes: int = CHUNK_BYTES,
-                 error: type[Exception] = CorpusError) -> Iterator[bytes]:
+                 error: type[Exception] = CorpusError, hint: str = "") -> Iterator[bytes]:
     """The bytes of ``path`` from the first safe cut at or after ``start`` to the first at or after ``end`` (the
     whole file for ``"none"``), in chunks of about ``chunk_bytes`` that each end at a safe cut. Every byte of the
-    range is yielded once, in order. A file that cannot be read raises ``error`` naming it."""
+    range is yielded once, in order. A file that cannot be read raises ``error`` naming it (with ``hint``, e.g.
+    `ON_WORKERS`)."""
     try:
         handle = open(path, "rb")
     except OSError as exc:
-        raise error(f"cannot read {str(path)!r}: {exc.strerror or exc}; on a Dask cluster the workers must see the "
-                    "corpus files at the same paths as the client") from None
+        raise error(f"Cannot read corpus file {str(path)!r}: {exc.strerror or exc}{hint}.") from None
     with handle:
         size = handle.seek(0, 2)
         if pretokenizer == "none":  # the whole file is one piece, as the local trainer reads it

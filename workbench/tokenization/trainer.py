@@ -13,6 +13,7 @@ pairs go to the pair of smaller ids, in HF's id order (bytes in byte-level-alpha
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,17 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from workbench.data.loaders import corpus_items, list_files
-from workbench.errors import CorpusError, TrainingError, WorkbenchError
+from workbench.errors import TrainingError, WorkbenchError
 from workbench.progress import Progress
 from workbench.tokenization import trainer_kernels as TK
 from workbench.tokenization.bytelevel import BYTE_ORDER, BYTE_RANK
 from workbench.tokenization.hashtables import table_capacity
 from workbench.tokenization.pretokenize import check_pretokenizer, split_bytes, split_documents
-from workbench.tokenization.ranges import CHUNK_BYTES
-from workbench.tokenization.ranges import CUTS as _CUTS
-from workbench.tokenization.ranges import safe_cut as _safe_cut
+from workbench.tokenization.ranges import CHUNK_BYTES, range_chunks
 from workbench.tokenization.tokenizer import Tokenizer
-from workbench.tokenization.word_tables import WordCounter as _WordCounter
+from workbench.tokenization.word_tables import WordCounter
 
 MERGES_PER_CALL = 256
 
@@ -65,30 +64,7 @@ def _documents(corpus) -> Iterator[tuple[str, object]]:
 
 def _file_chunks(path: Path, pretokenizer: str) -> Iterator[bytes]:
     """A file's bytes in ~8 MB chunks cut where ``pretokenizer``'s pieces are sure to end (whole for ``"none"``)."""
-    whole = pretokenizer == "none"
-    cut_at = _CUTS.get(pretokenizer, _safe_cut)
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise CorpusError(f"Cannot read corpus file {str(path)!r}: {exc.strerror or exc}.") from exc
-    with handle:
-        if whole:
-            yield handle.read()
-            return
-        carry = b""
-        while True:
-            block = handle.read(CHUNK_BYTES)
-            if not block:
-                break
-            chunk = carry + block
-            cut = cut_at(chunk)
-            if cut == 0:
-                carry = chunk  # no safe point yet: keep reading
-                continue
-            yield chunk[:cut]
-            carry = chunk[cut:]
-        if carry:
-            yield carry
+    return range_chunks(str(path), 0, sys.maxsize, pretokenizer)
 
 
 def _is_path_corpus(corpus) -> bool:
@@ -96,7 +72,7 @@ def _is_path_corpus(corpus) -> bool:
         isinstance(corpus, (list, tuple)) and corpus and all(isinstance(c, os.PathLike) for c in corpus))
 
 
-def count_documents(corpus, pretokenizer: str, counter: _WordCounter, stats: TrainingStats,
+def count_documents(corpus, pretokenizer: str, counter: WordCounter, stats: TrainingStats,
                     counted: Callable[[int], None] = lambda n: None) -> None:
     """Count the pre-tokenized words of ``corpus`` (as `train_bpe` reads it) into ``counter``.
 
@@ -132,7 +108,7 @@ def count_documents(corpus, pretokenizer: str, counter: _WordCounter, stats: Tra
     flush()
 
 
-def _count_with_client(client, corpus, pretokenizer: str, counter: _WordCounter, stats: TrainingStats,
+def _count_with_client(client, corpus, pretokenizer: str, counter: WordCounter, stats: TrainingStats,
                        counted: Callable[[int], None]) -> None:
     """`count_documents` with the corpus's files counted on a Dask cluster (in-memory documents count here)."""
     from workbench.distributed import require_distributed
@@ -207,7 +183,7 @@ def train_bpe(
 
     # 1. count words, streaming
     start = time.perf_counter()
-    counter = _WordCounter()
+    counter = WordCounter()
     total_bytes = None
     if _is_path_corpus(corpus):
         try:
@@ -274,7 +250,7 @@ def _check_initial(initial: Tokenizer, vocab_target: int) -> None:
         raise TrainingError(f"initial= already has {ordinary} tokens, more than the vocab_size asked for.")
 
 
-def _initial_symbols(counter: _WordCounter, n_words: int, used: int, initial: Tokenizer | None):
+def _initial_symbols(counter: WordCounter, n_words: int, used: int, initial: Tokenizer | None):
     """Symbols of every word (flat) and each word's length in symbols: bytes, or the encoding under ``initial``."""
     w_len = counter.w_len[:n_words].copy()
     if initial is None:
@@ -293,7 +269,7 @@ def _initial_symbols(counter: _WordCounter, n_words: int, used: int, initial: To
     return ids.astype(np.int32), np.diff(np.concatenate([[0], n_tokens])).astype(np.int64)
 
 
-def _merge(counter: _WordCounter, vocab_target: int, min_frequency: int, progress, show_progress: bool, start: float,
+def _merge(counter: WordCounter, vocab_target: int, min_frequency: int, progress, show_progress: bool, start: float,
            initial: Tokenizer | None = None):
     n_words = counter.n_words
     used = int(counter.st[1])

@@ -18,6 +18,7 @@ from workbench.errors import DistributedError  # noqa: E402
 from workbench.tokenization import dask_count as D  # noqa: E402
 from workbench.tokenization import train_bpe  # noqa: E402
 from workbench.tokenization import trainer as T  # noqa: E402
+from workbench.tokenization.word_tables import WordCounter  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def big_file(tmp_path_factory):
 
 
 def _local_table(paths, pretokenizer) -> dict:
-    counter, stats = T._WordCounter(), T.TrainingStats()
+    counter, stats = WordCounter(), T.TrainingStats()
     T.count_documents(list(paths), pretokenizer, counter, stats)
     return _as_dict(counter.table())
 
@@ -119,7 +120,7 @@ def test_a_range_of_none_counts_the_whole_file_as_one_word_whatever_the_chunk_si
 
 
 def test_word_tables_merge_like_counting_once():
-    a, b = T._WordCounter(), T._WordCounter()
+    a, b = WordCounter(), WordCounter()
     data = np.frombuffer(b"ab ab cd", np.uint8)
     a.add(data, np.array([0, 2, 5, 8]))
     b.add(data[:2], np.array([0, 2]))
