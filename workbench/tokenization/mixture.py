@@ -35,7 +35,7 @@ English prose / Python / UDHR samples (1000 merges: ~40 s there).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +43,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from workbench.errors import ConfigurationError, TokenizerError, WorkbenchError
-from workbench.progress import Progress
+from workbench.progress import ProgressCallback, Reporter
 from workbench.tokenization import mixture_kernels as MK
 from workbench.tokenization.pretokenize import split_bytes
 from workbench.tokenization.tokenizer import Tokenizer
@@ -221,7 +221,7 @@ def infer_mixture_details(
     pair_slack: bool = True,
     max_rounds: int = 100,
     tol: float = 1e-6,
-    progress: Callable[[str, int, int | None], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> MixtureEstimate:
     """Data-mixture inference (Hayase et al. 2024) by a lazily grown linear program; see the module docstring.
 
@@ -234,6 +234,7 @@ def infer_mixture_details(
     (``"solve"``).
     """
     start = time.perf_counter()
+    report = Reporter(progress)
     merges = _merge_list(tokenizer)
     if not isinstance(samples, Mapping) or not samples:
         raise ConfigurationError("samples must be a non-empty dict of category name -> sample text.")
@@ -250,8 +251,7 @@ def infer_mixture_details(
     replays = []
     for k, name in enumerate(names):
         replays.append(replay_pair_counts(tokenizer, docs[name], max_merges=n_merges, name=name))
-        if progress is not None:
-            progress(Progress(k + 1, len(names), "replay", time.perf_counter() - start))
+        report(k + 1, len(names), "replay")
     seconds_replay = time.perf_counter() - start
 
     # one id space for the pairs of every category
@@ -292,8 +292,7 @@ def infer_mixture_details(
         steps, pairs, cm, cp, present = MK.find_violations(
             n_pairs, init_ptr, init_gid, init_cnt, d_ptr, d_gid, d_cnt, merge_gid, alpha * per_unit, u_all, v,
             known, int(top_k), float(tol))
-        if progress is not None:
-            progress(Progress(rounds, None, "solve", time.perf_counter() - start))
+        report(rounds, None, "solve")
         if not present.any():
             raise ConfigurationError(
                 f"None of the first {n_merges} merges of {tokenizer.name!r} occurs in any sample, so the samples say "

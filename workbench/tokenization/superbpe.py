@@ -35,6 +35,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -102,7 +103,7 @@ def train_superbpe(
     total = vocab_size - 256
 
     def stage_progress(p: TrainingProgress) -> None:  # stage 1's merges count against the final total
-        progress(TrainingProgress(p.done, total if p.stage == "merge" else p.total, p.stage, p.seconds))
+        progress(dataclasses.replace(p, total=total) if p.stage == "merge" else p)
 
     start = time.perf_counter()
     stage1 = train_bpe(corpus, transition_vocab_size, pretokenizer=pretokenizer, name=f"{name}-stage1",

@@ -7,7 +7,7 @@ import pytest
 
 from workbench.data import Text, corpus_items
 from workbench.errors import CorpusNotFoundError, TrainingError
-from workbench.tokenization import train_bpe
+from workbench.tokenization import load_tokenizer, train_bpe
 from workbench.tokenization.boundless import train_boundless
 from workbench.tokenization.metrics import corpus_metrics
 from workbench.tokenization.scaffold import train_scaffold_bpe
@@ -31,8 +31,7 @@ def test_a_mistyped_path_is_an_error_in_every_trainer(train):
 
 def test_the_metrics_over_files_say_the_same():
     with pytest.raises(CorpusNotFoundError):
-        corpus_metrics(__import__("workbench.tokenization", fromlist=["load_tokenizer"]).load_tokenizer("gpt2"),
-                       MISTYPED)
+        corpus_metrics(load_tokenizer("gpt2"), MISTYPED)
 
 
 def test_text_paths_and_explicit_text(tmp_path):
