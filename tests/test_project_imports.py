@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import json
 import re
 from pathlib import Path
 
 import pytest
+
+from tests.workbench.test_layering import imports_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ("workbench", "widgets")
@@ -30,12 +31,9 @@ def _sources() -> list[tuple[str, str]]:
 
 def project_imports(source: str) -> list[tuple[str, str]]:
     """(module, name) of every ``from workbench... import name`` / ``from widgets... import name`` in ``source``,
-    inside functions too."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] in PROJECT:
-            found += [(node.module, alias.name) for alias in node.names]
-    return found
+    inside functions too (`tests.workbench.test_layering.imports_of`)."""
+    return [(module, name) for module, names in imports_of(source) if module.split(".")[0] in PROJECT
+            for name in names]
 
 
 @pytest.mark.parametrize("where,source", _sources(), ids=lambda x: x if isinstance(x, str) and len(x) < 60 else "")

@@ -11,15 +11,8 @@ ALLOWED = {("cli.py", "panel"), ("cli.py", "widgets.dashboard")}
 
 def test_workbench_never_imports_ui_libraries():
     root = Path(workbench.__file__).parent
-    offenders = []
-    for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            offenders += [(str(path.relative_to(root)), n) for n in names if n.split(".")[0] in UI_MODULES]
+    offenders = [(str(path.relative_to(root)), module) for path in root.rglob("*.py")
+                 for module, _ in imports_of(path.read_text(encoding="utf-8")) if module.split(".")[0] in UI_MODULES]
     # The `serve` command starts the dashboard, importing it lazily inside the command.
     offenders = [o for o in offenders if o not in ALLOWED]
     assert not offenders, offenders
@@ -41,10 +34,10 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(path: Path) -> list[tuple[str, list[str]]]:
-    """``(module, names)`` of every import of a file, at its top or inside a function (both run), but not under
-    ``if TYPE_CHECKING:`` (never run); ``import a.b`` gives ``("a.b", [])``."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+def imports_of(source: str) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every absolute import of Python ``source``, at its top or inside a function (both
+    run), but not under ``if TYPE_CHECKING:`` (never run); ``import a.b`` gives ``("a.b", [])``."""
+    tree = ast.parse(source)
     skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
                for n in ast.walk(node)}
     out = []
@@ -65,7 +58,7 @@ def import_graph() -> dict[str, set[str]]:
     graph = {}
     for name, path in modules.items():
         targets = set()
-        for module, names in _imports(path):
+        for module, names in imports_of(path.read_text(encoding="utf-8")):
             for n in names or [None]:
                 sub = f"{module}.{n}" if n else None
                 if sub in modules:
@@ -121,7 +114,7 @@ def test_widgets_hold_no_numerical_kernels():
     """Widgets render what `workbench` computes: no Numba kernels, no SciPy numerics of their own."""
     offenders = []
     for path in (ROOT / "widgets").rglob("*.py"):
-        offenders += [(path.name, m) for m, _ in _imports(path) if m.split(".")[0] in ("numba", "scipy")]
+        offenders += [(path.name, m) for m, _ in imports_of(path.read_text(encoding="utf-8")) if m.split(".")[0] in ("numba", "scipy")]
     assert not offenders, offenders
 
 
