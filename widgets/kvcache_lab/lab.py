@@ -107,13 +107,10 @@ def parse_budgets(text: str) -> list[int]:
 
 def warm_up() -> None:
     """The dashboard's warm-up job for this tab: the default capture (shared by every session) and the replay
-    kernels of the quality policies."""
-    from widgets.kvcache_lab.retention import middle_layer
-    from workbench.kvcache import replay
+    kernels of every policy (`workbench.kvcache.replay.warm_up`)."""
+    from workbench.kvcache.replay import warm_up as warm_up_replay
 
-    trace = default_trace()
-    for policy in QUALITY_POLICIES:
-        replay(trace, policy, 64, layers=[middle_layer(trace)])
+    warm_up_replay(default_trace())
 
 
 class KVCacheLab(WorkbenchView):

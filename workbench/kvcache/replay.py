@@ -306,6 +306,16 @@ def replay(trace: KVTrace, policy, budget, *, seed: int | None = None, layers=No
                      plan=plan)
 
 
+def warm_up(trace: KVTrace, budget: int = 64) -> None:
+    """Compile (or load from Numba's cache) every policy's kernels: each policy replayed on one layer of ``trace``,
+    so that the first replay a user asks for is fast."""
+    from workbench.kvcache.policies import POLICY_NAMES
+
+    layer = [int(trace.layers[len(trace.layers) // 2])]
+    for name in POLICY_NAMES:
+        replay(trace, name, min(budget, trace.n_prefill), layers=layer)
+
+
 def compare_policies(trace: KVTrace, policies, budget) -> list[dict]:
     """`Retention.summary` rows for several policies at one budget."""
     return [replay(trace, p, budget).summary() for p in policies]
