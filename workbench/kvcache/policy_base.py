@@ -18,6 +18,8 @@ from workbench.errors import KVCacheError
 EVICTION_PHASES = ("prefill", "decode")
 # the numeric parameters: positive numbers (sinks may be 0), or None where the default depends on the budget
 _NUMERIC = ("sinks", "recent", "window", "page", "block", "blocks", "chunks", "calibration", "beta")
+# the other numeric parameters, whose ranges each policy checks itself: they must at least be numbers
+_NUMBERS = _NUMERIC + ("kernel", "floor", "fraction", "seed")
 
 # what the executors know how to run (`Plan.selector`) and the starting scores of the generic evictor
 SELECTORS = ("full", "window", "tova_layer", "evict", "adakv", "kvcrush", "oracle", "tokenselect", "fasa", "hisa",
@@ -87,11 +89,13 @@ class Policy:
         if "phase" in full and full["phase"] not in EVICTION_PHASES:
             raise KVCacheError(f"phase must be 'prefill' or 'decode', got {full['phase']!r}")
         object.__setattr__(self, "params", full)
-        self.check()
-        for key in _NUMERIC:
+        for key in _NUMBERS:
             value = full.get(key)
-            if value is not None and (not isinstance(value, int | float) or value < (0 if key == "sinks" else 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise KVCacheError(f"{self.name} parameter {key} must be a number, got {value!r}")
+            if key in _NUMERIC and value is not None and value < (0 if key == "sinks" else 1):
                 raise KVCacheError(f"{self.name} parameter {key} must be a positive number, got {value!r}")
+        self.check()
 
     def check(self) -> None:
         """Refuse parameters that are wrong whatever the trace and budget (`KVCacheError`)."""
