@@ -64,6 +64,18 @@ def builder_params(name: str, depth: int, acceptance) -> dict:
     return {}
 
 
+def _verify_curve() -> dict | None:
+    """The default model's verify-cost curve (measured once per runner, 1-2 s; the warm-up measures it), or None
+    when the model is missing."""
+    from workbench.models import default_runner
+    from workbench.speculative.costs import runner_verify_costs
+
+    try:
+        return runner_verify_costs(default_runner())
+    except WorkbenchError:
+        return None
+
+
 def warm_up() -> None:
     """The dashboard's warm-up job for this tab: the lab's kernels, and the model's verify-cost curve (what the
     Thompson schedule and the speedup view read)."""
@@ -107,7 +119,7 @@ class SpeculativeLab(WorkbenchView):
         self.speedup = SpeedupCurve()
         self._build()
         if run is not None:
-            self._show(run, 0.0)
+            self._show(run, 0.0, _verify_curve())
         elif decode_now:
             self.decode(blocking=pn.state.curdoc is None or getattr(pn.state.curdoc, "session_context", None) is None)
 
@@ -206,12 +218,13 @@ class SpeculativeLab(WorkbenchView):
 
             t0 = time.perf_counter()
             try:
-                return {"run": generate(prompt, progress=progress, **kw), "seconds": time.perf_counter() - t0}
+                run = generate(prompt, progress=progress, **kw)
             except WorkbenchError as exc:
                 return {"error": str(exc)}
+            return {"run": run, "seconds": time.perf_counter() - t0, "curve": _verify_curve()}
 
         def apply(result: dict) -> None:
-            self._finish(result, lambda r: self._show(r["run"], r["seconds"]))
+            self._finish(result, lambda r: self._show(r["run"], r["seconds"], r["curve"]))
 
         self._busy(True)
         self._progress.value = 0
@@ -219,10 +232,9 @@ class SpeculativeLab(WorkbenchView):
         result = run_then_apply(work, apply, blocking=blocking)
         return result.get("run") if result else None
 
-    def _show(self, run, seconds: float) -> None:
-        from workbench.models import default_runner
-        from workbench.speculative.costs import runner_verify_costs
-
+    def _show(self, run, seconds: float, curve: dict | None = None) -> None:
+        """Show ``run`` in every view; ``curve``: the verify-cost curve for the speedup view (measured off the
+        session's thread, `_verify_curve`), else the view keeps its own."""
         self.run = run
         self.tree.run = run
         self.strip.run = run
@@ -231,10 +243,8 @@ class SpeculativeLab(WorkbenchView):
         if acc.sum() > 0:
             self.compare.acceptance = [float(a) for a in acc]
         s = run.summary()
-        try:
-            self.speedup.curve = runner_verify_costs(default_runner())
-        except WorkbenchError:
-            pass
+        if curve is not None:
+            self.speedup.curve = curve
         self.speedup.alpha = float(min(0.99, max(0.0, s["path_acceptance_rate"])))
         p = run.params
         self.status = (f'<div class="wb-spec-summary wb-spec-run">{p.get("drafter")} / {p.get("builder") or "native"}'
