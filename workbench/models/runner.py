@@ -13,7 +13,7 @@ One decoding `DecodeSession` per sequence:
   root-to-node path) and drop the rest; an ``extend`` that is not committed is rolled back by the next ``extend``.
 
 The forward pass is the model's own, layer by layer (embeddings, decoder layers with PyTorch's SDPA attention,
-grouped-query heads handled by the kernel, final norm, LM head; small passes on a CPU use `small_linear`), so
+grouped-query heads handled by the kernel, final norm, LM head; on a CPU the linears run through `cpu_linear`), so
 the logits of a tree node equal those of its root-to-node path run as a plain sequence (to float32 rounding).
 ``layers=L`` runs the first L decoder layers only (plus the final norm and LM head): the self-speculative
 (early-exit, LayerSkip/EESD-style) drafter uses this with its own session.
@@ -40,7 +40,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from workbench.errors import ModelError
-from workbench.models.small_linear import small_linears
+from workbench.models.cpu_linear import cpu_linears
 
 #: One forward pass at a time per process: a pass changes the model's attention implementation for its duration.
 MODEL_LOCK = threading.RLock()
@@ -335,10 +335,10 @@ class ModelRunner:
     def forward(self, x, position_ids, mask, store, n_layers: int, last_only: bool = False) -> np.ndarray:
         """One forward pass of the first ``n_layers`` decoder layers over ``x`` [1, n] with an additive float attention
         mask [1, 1, n, past + n] (0 = attend, -inf = not); writes keys/values into ``store``; returns float32 logits
-        [n, V] (numpy). On a CPU, passes of at most 16 tokens compute every linear layer as ``W @ x^T``
-        (`small_linear`: 1-4 tokens cost about the same as one, 1.6x faster than ``F.linear`` for one token)."""
+        [n, V] (numpy). On a CPU every linear layer runs through oneDNN with its weight packed once (`cpu_linear`:
+        a pass of 16 tokens costs little more than one, a prefill about half of ``F.linear``'s time)."""
         base = self.model.model
-        with self._sdpa(), small_linears(self.model, int(x.shape[1])):
+        with self._sdpa(), cpu_linears(self.model, int(x.shape[1])):
             h = base.embed_tokens(x)
             pos_emb = base.rotary_emb(h, position_ids=position_ids)
             for layer in base.layers[:n_layers]:

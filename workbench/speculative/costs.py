@@ -38,17 +38,17 @@ def verify_cost_curve(runner=None, sizes=(0, 1, 2, 4, 8, 16, 32, 64), *, context
     context = rng.integers(0, runner.vocab_size, context_tokens)
     s = runner.session()
     s.prefill(context)
-    out = {}
-    for n in sizes:
-        parents = np.array([-1] + [int(rng.integers(0, i)) for i in range(1, n + 1)], np.int32)
-        tokens = rng.integers(0, runner.vocab_size, n + 1)
-        times = []
-        for _ in range(repeats + 1):          # the first pass warms this shape up
+    trees = {n: (rng.integers(0, runner.vocab_size, n + 1),
+                 np.array([-1] + [int(rng.integers(0, i)) for i in range(1, n + 1)], np.int32)) for n in sizes}
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    for n in sizes:                            # one pass per shape to warm it up
+        s.extend(*trees[n])
+    for _ in range(repeats):                   # rounds over every size: a slow spell of the machine hits them all
+        for n in sizes:
             t = time.perf_counter()
-            s.extend(tokens, parents)
-            times.append(time.perf_counter() - t)
-        out[n] = statistics.median(times[1:])
-    return out
+            s.extend(*trees[n])
+            times[n].append(time.perf_counter() - t)
+    return {n: statistics.median(times[n]) for n in sizes}
 
 
 _COSTS_LOCK = threading.Lock()
@@ -57,12 +57,12 @@ SCHEDULE_SIZES = (0, 1, 2, 3, 4, 6, 8, 12, 16)
 
 
 def runner_verify_costs(runner) -> dict[int, float]:
-    """The verify-cost curve of ``runner`` at `SCHEDULE_SIZES` (about 1-2 s on a CPU), measured once per runner and
+    """The verify-cost curve of ``runner`` at `SCHEDULE_SIZES` (about 1.5-2 s on a CPU), measured once per runner and
     kept on it; what `schedules.Thompson` reads with ``costs="measured"``."""
     with _COSTS_LOCK:
         cached = getattr(runner, "_verify_costs", None)
         if cached is None:
-            cached = verify_cost_curve(runner, SCHEDULE_SIZES, context_tokens=256, repeats=3)
+            cached = verify_cost_curve(runner, SCHEDULE_SIZES, context_tokens=256, repeats=5)
             runner._verify_costs = cached
         return dict(cached)
 

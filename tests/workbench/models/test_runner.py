@@ -67,6 +67,36 @@ def test_cached_greedy_equals_hugging_face_generate(runner):
     assert ours.tolist() == ref.tolist()
 
 
+def test_logits_equal_hugging_face_forward(runner):
+    """The runner's pass (oneDNN linears with packed weights on a CPU, its own SDPA) against the model's own forward
+    (``F.linear``, transformers' attention): the same logits to float32 rounding, a prefill and one cached step."""
+    import torch
+
+    from workbench.models.runner import MODEL_LOCK
+
+    ids = runner.encode(PROMPT)
+    s = runner.session()
+    last = s.prefill(ids[:-1])
+    step = s.extend(ids[-1:])[-1]
+    with MODEL_LOCK, torch.no_grad():
+        ref = runner.model(torch.as_tensor(ids[None])).logits[0].float().numpy()
+    np.testing.assert_allclose(last, ref[-2], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(step, ref[-1], atol=1e-4, rtol=0)
+
+
+def test_verify_cost_curve_is_measured_on_the_runner(runner):
+    from workbench.errors import SpeculativeError
+    from workbench.speculative.costs import verify_cost_curve
+
+    curve = verify_cost_curve(runner, [8, 0, 3], context_tokens=40, repeats=2)
+    assert list(curve) == [0, 3, 8]
+    assert all(np.isfinite(v) and 0 < v < 10 for v in curve.values())
+    with pytest.raises(SpeculativeError, match="non-negative"):
+        verify_cost_curve(runner, [-1, 2])
+    with pytest.raises(SpeculativeError, match="repeats"):
+        verify_cost_curve(runner, [0], repeats=0)
+
+
 def test_early_exit_session_runs_the_first_layers(runner):
     import torch
 
