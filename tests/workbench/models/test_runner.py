@@ -95,6 +95,10 @@ def test_verify_cost_curve_is_measured_on_the_runner(runner):
         verify_cost_curve(runner, [-1, 2])
     with pytest.raises(SpeculativeError, match="repeats"):
         verify_cost_curve(runner, [0], repeats=0)
+    with pytest.raises(SpeculativeError, match="statistic"):
+        verify_cost_curve(runner, [0], statistic="mean")
+    fastest = verify_cost_curve(runner, [0, 4], context_tokens=40, repeats=2, statistic="min")
+    assert list(fastest) == [0, 4] and all(v > 0 for v in fastest.values())
 
 
 def test_early_exit_session_runs_the_first_layers(runner):

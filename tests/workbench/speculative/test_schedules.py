@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from workbench.errors import SpeculativeError
+from workbench.speculative.costs import monotone_costs
 from workbench.speculative.pearl import pearl_timeline
 from workbench.speculative.schedules import make_schedule, relative_costs
 from workbench.speculative.tree import DraftTree
@@ -67,6 +68,13 @@ def test_thompson_follows_the_verify_cost_curve():
     assert m.pass_costs()[2] == pytest.approx(1.05)
     with pytest.raises(SpeculativeError, match="plain step"):
         relative_costs({1: 0.02, 4: 0.03}, 4)
+
+
+def test_measured_costs_are_made_non_decreasing():
+    got = monotone_costs({6: 0.04, 0: 0.04, 4: 0.045, 2: 0.039})
+    assert list(got) == [0, 2, 4, 6]
+    assert list(got.values()) == pytest.approx([0.039, 0.039, 0.04, 0.04])
+    assert monotone_costs({0: 0.02, 8: 0.03}) == {0: 0.02, 8: 0.03}
 
 
 def test_schedule_bad_input():
