@@ -95,7 +95,7 @@ def test_masked_pass_equals_incremental_decoding_with_an_evicted_cache(default_m
         steps = []
         logits = out.logits[0, -1]
         for p in range(n_pre, len(ids)):
-            o = model(torch.as_tensor(ids[None, p:p + 1]), past_key_values=cache, use_cache=True,
+            o = model(torch.as_tensor(ids[None, p:p + 1]), cache=cache, use_cache=True,
                       position_ids=torch.tensor([[p]]))
             steps.append(o.logits[0, -1].numpy())
     incremental = np.stack(steps)
