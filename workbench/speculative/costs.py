@@ -7,7 +7,7 @@ depth from this curve and the drafter's cost per level.
 
 Example::
 
-    curve = verify_cost_curve(sizes=[0, 4, 16, 64])     # {0: 0.031, 4: 0.036, 16: 0.045, 64: 0.11}  (seconds)
+    curve = verify_cost_curve(sizes=[0, 4, 16, 64])     # {0: 0.027, 4: 0.028, 16: 0.036, 64: 0.081}  (seconds)
 """
 
 from __future__ import annotations
