@@ -19,7 +19,7 @@ from bokeh.resources import INLINE
 from panel.io.resources import DIST_DIR
 
 from workbench.errors import ConfigurationError
-from workbench.saving import atomic_path, refuse_existing
+from workbench.saving import atomic_path
 
 
 def _data_uri(path: Path, mime: str) -> str:
@@ -37,10 +37,9 @@ def save_view(view, filename: str | os.PathLike, *, title: str | None = None, em
     and anything past those limits stay as saved. An existing file is replaced only with ``overwrite=True``; the file
     is written to a temporary name first and then moved into place.
     """
-    path = Path(filename)
+    path = Path(filename).expanduser()
     if path.suffix.lower() not in (".html", ".htm"):
         raise ConfigurationError(f"save writes HTML: give a file name ending in .html, not {path.name!r}")
-    refuse_existing(path, overwrite=overwrite, error=ConfigurationError)
     if not path.parent.is_dir():
         raise ConfigurationError(f"the folder {path.parent} does not exist; create it first")
     icons = {  # Panel's page template would link its icons from cdn.holoviz.org

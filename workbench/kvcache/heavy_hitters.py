@@ -38,9 +38,7 @@ def _check(trace, retention, layer_index: int, head: int, step: int) -> int:
 def uses_replay_scores(trace, retention) -> bool:
     """True when `attention_received` gives the policy's own decision scores (an evictor whose plan accumulates
     attention: H2O), not the full-cache attention."""
-    plan = retention.plan if retention.plan is not None else retention.policy.plan(trace, retention.budget,
-                                                                                     retention.layers)
-    return plan.selector == "evict" and plan.update == "accumulate"
+    return retention.plan.selector == "evict" and retention.plan.update == "accumulate"
 
 
 def attention_received(trace, retention, layer_index: int, head: int, step: int) -> np.ndarray:

@@ -64,7 +64,7 @@ class Retention:
     sinks: int = 0
     seconds: float = 0.0
     model: dict = field(default_factory=dict, repr=False)
-    plan: Plan | None = field(default=None, repr=False)   # what the policy scored and how it selected
+    plan: Plan | None = field(default=None, repr=False)   # what the policy scored and how it selected (set by replay)
 
     @property
     def n_steps(self) -> int:

@@ -45,7 +45,7 @@ MAX_ROWS = 16
 #: vs 2 rows 11.6 ms; 3 rows 15.0 vs 4 rows 12.1; 11-15 rows 37-62 ms vs 16 rows 31 ms)
 PAD_TO = {1: 2, 3: 4, 11: 16, 12: 16, 13: 16, 14: 16, 15: 16}
 
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # nn.Linear -> ((data_ptr, version), packed)
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # nn.Linear -> (weight key, packed, forward)
 _PACK_LOCK = threading.Lock()
 
 
@@ -86,16 +86,27 @@ def onednn_available() -> bool:
 
 def packed_weight(module):
     """``module.weight`` in oneDNN's blocked layout, packed on first use and cached (re-packed if the weight changed)."""
+    return _packed_entry(module)[1]
+
+
+def _packed_entry(module) -> tuple:
+    """``(weight key, packed weight, forward)`` of ``module``, made once per weight version."""
     import torch
 
     w = module.weight
-    key = (w.data_ptr(), w._version)
-    with _PACK_LOCK:
-        entry = _PACKED.get(module)
-        if entry is None or entry[0] != key:
-            entry = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
+    key = (w.data_ptr(), w._version, id(module.bias))
+    entry = _PACKED.get(module)
+    if entry is None or entry[0] != key:
+        with _PACK_LOCK:
+            packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), None)
+            out_features, bias = w.shape[0], module.bias
+
+            def forward(x):
+                return linear_packed(x, packed, out_features, bias)
+
+            entry = (key, packed, forward)
             _PACKED[module] = entry
-    return entry[1]
+    return entry
 
 
 def linear_packed(x, packed, out_features: int, bias=None):
@@ -132,21 +143,12 @@ def cpu_linears(model, n_rows: int) -> Iterator[None]:
         yield
         return
     for m in modules:
-        m.forward = _packed_forward(m) if onednn else _rows_forward(m)
+        m.forward = _packed_entry(m)[2] if onednn else _rows_forward(m)
     try:
         yield
     finally:
         for m in modules:
             m.__dict__.pop("forward", None)
-
-
-def _packed_forward(module):
-    packed, out_features, bias = packed_weight(module), module.weight.shape[0], module.bias
-
-    def forward(x):
-        return linear_packed(x, packed, out_features, bias)
-
-    return forward
 
 
 def _rows_forward(module):

@@ -71,6 +71,11 @@ def test_packed_weight_is_cached_and_repacked_when_the_weight_changes():
     torch.testing.assert_close(linear_packed(x, packed_weight(lin), 4), x @ lin.weight.T, rtol=1e-5, atol=1e-5)
     lin.weight = torch.nn.Parameter(torch.randn(4, 8))   # replaced
     torch.testing.assert_close(linear_packed(x, packed_weight(lin), 4), x @ lin.weight.T, rtol=1e-5, atol=1e-5)
+    # the module's forward inside `cpu_linears` follows a replaced bias too
+    lin.bias = torch.nn.Parameter(torch.ones(4))
+    lin.device = torch.device("cpu")
+    with torch.no_grad(), cpu_linears(lin, 2):
+        torch.testing.assert_close(lin(x), x @ lin.weight.T + 1, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("onednn", [True, False])
